@@ -1,0 +1,94 @@
+"""gradient_async: an asynchronous Python SDK for the Gradient AI platform.
+
+Example::
+
+    import asyncio
+    from gradient_async import AsyncGradient
+
+    async def main() -> None:
+        async with AsyncGradient() as client:
+            base = (await client.models.list(only_base=True))[-1]
+            adapter = await base.create_adapter(name="my_model_adapter")
+            print((await adapter.complete(query="Hello")).generated_output)
+            await adapter.delete()
+
+    asyncio.run(main())
+"""
+
+from gradient_async._client import AsyncGradient, RequestOptions
+from gradient_async._config import NOT_GIVEN, ClientConfig, NotGiven
+from gradient_async._errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConflictError,
+    GradientError,
+    InternalServerError,
+    MissingCredentialsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+    ValidationError,
+)
+from gradient_async._retry import RetryEvent, RetryPolicy
+from gradient_async._version import __version__
+from gradient_async.objects import BaseModel, Model, ModelAdapter
+from gradient_async.types import (
+    CapabilityFilter,
+    Completion,
+    CompletionParams,
+    EmbeddingsModel,
+    EmbeddingsResponse,
+    FineTuneResult,
+    Guidance,
+    Rag,
+    Sample,
+    StructuredInput,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncGradient",
+    "AuthenticationError",
+    "BadRequestError",
+    "BaseModel",
+    "CapabilityFilter",
+    "ClientClosedError",
+    "ClientConfig",
+    "Completion",
+    "CompletionParams",
+    "ConflictError",
+    "EmbeddingsModel",
+    "EmbeddingsResponse",
+    "FineTuneResult",
+    "GradientError",
+    "Guidance",
+    "InternalServerError",
+    "MissingCredentialsError",
+    "Model",
+    "ModelAdapter",
+    "NOT_GIVEN",
+    "NotFoundError",
+    "NotGiven",
+    "PermissionDeniedError",
+    "Rag",
+    "RateLimitError",
+    "RequestOptions",
+    "RetryEvent",
+    "RetryPolicy",
+    "Sample",
+    "StructuredInput",
+    "UnprocessableEntityError",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,167 @@
+"""Client configuration: credentials, base URL, timeouts, concurrency, retries.
+
+`ClientConfig.from_env()` reads the same three variables as the official SDK:
+GRADIENT_ACCESS_TOKEN, GRADIENT_WORKSPACE_ID and GRADIENT_API_URL.
+
+Example::
+
+    config = ClientConfig.from_env(timeout=30.0)
+    print(config)   # the token is shown as '***'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+
+import httpx
+
+from gradient_async._errors import MissingCredentialsError, ValidationError
+from gradient_async._retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_TIMEOUT",
+    "ClientConfig",
+    "NOT_GIVEN",
+    "NotGiven",
+    "Secret",
+    "TimeoutTypes",
+    "to_httpx_timeout",
+]
+
+DEFAULT_BASE_URL: Final = "https://api.gradient.ai/api"
+DEFAULT_TIMEOUT: Final = httpx.Timeout(120.0, connect=10.0)
+DEFAULT_MAX_CONCURRENCY: Final = 64
+
+TimeoutTypes: TypeAlias = "float | httpx.Timeout | None"
+_T = TypeVar("_T")
+
+
+class NotGiven:
+    """Sentinel for "use the client default", distinct from None ("disable").
+
+    Example::
+
+        await client.with_options(timeout=NOT_GIVEN)   # keeps the client's timeout
+        await client.with_options(timeout=None)        # no timeout at all
+    """
+
+    _instance: NotGiven | None = None
+
+    def __new__(cls) -> NotGiven:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven()
+
+
+def given(value: _T | NotGiven, default: _T) -> _T:
+    """`value` unless it is NOT_GIVEN, else `default`."""
+    return default if isinstance(value, NotGiven) else value
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def to_httpx_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
+    """Seconds (applied to connect, read, write and pool), an httpx.Timeout, or None (no timeout)."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if timeout is None:
+        return httpx.Timeout(None)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValidationError(
+            f"timeout must be a positive number of seconds, an httpx.Timeout or None, got {timeout!r}"
+        )
+    return httpx.Timeout(float(timeout))
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client needs to talk to one workspace. Immutable; derive with `replace`.
+
+    Example::
+
+        config = ClientConfig(access_token="...", workspace_id="...", max_concurrency=32)
+    """
+
+    access_token: Secret
+    workspace_id: str
+    base_url: str = DEFAULT_BASE_URL
+    timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    keepalive_expiry: float = 30.0
+    default_headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise ValidationError(f"max_concurrency must be an integer >= 1, got {self.max_concurrency!r}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValidationError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        access_token: str | None = None,
+        workspace_id: str | None = None,
+        base_url: str | None = None,
+        **overrides: Any,
+    ) -> ClientConfig:
+        """Explicit arguments first, then GRADIENT_ACCESS_TOKEN / GRADIENT_WORKSPACE_ID / GRADIENT_API_URL.
+
+        Raises MissingCredentialsError naming every missing setting.
+        """
+        token = access_token or _env("GRADIENT_ACCESS_TOKEN")
+        workspace = workspace_id or _env("GRADIENT_WORKSPACE_ID")
+        missing = []
+        if not token:
+            missing.append("access token (pass access_token=... or set GRADIENT_ACCESS_TOKEN)")
+        if not workspace:
+            missing.append("workspace id (pass workspace_id=... or set GRADIENT_WORKSPACE_ID)")
+        if missing:
+            raise MissingCredentialsError("Missing " + " and ".join(missing) + ".")
+        assert token is not None and workspace is not None
+        url = base_url or _env("GRADIENT_API_URL") or DEFAULT_BASE_URL
+        return cls(access_token=Secret(token), workspace_id=workspace, base_url=url, **overrides)
+
+    def replace(self, **changes: Any) -> ClientConfig:
+        return replace(self, **changes)

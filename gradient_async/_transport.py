@@ -1,0 +1,146 @@
+"""HTTP transports: a fast aiohttp-backed one under asyncio, httpx's own elsewhere (trio).
+
+httpx over httpcore spends several times more client CPU per request than aiohttp at
+high concurrency (encode/httpcore#1035). `AiohttpTransport` keeps httpx's request and
+response objects, but moves bytes with aiohttp's C-accelerated HTTP/1.1 client.
+`AutoTransport` picks one of the two on first use, once the running async library is known.
+
+Example::
+
+    transport = AutoTransport(max_connections=64)
+    async with httpx.AsyncClient(transport=transport) as http:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import httpx
+
+__all__ = ["AiohttpTransport", "AutoTransport"]
+
+
+def _map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """One place that turns aiohttp/asyncio failures into httpx's exception classes.
+
+    Only a connect failure or connect timeout means the request was certainly never sent;
+    every other failure is mapped to a class that the retry policy treats as "may have arrived".
+    """
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return httpx.UnsupportedProtocol(message, request=request)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return httpx.RemoteProtocolError(message, request=request)
+    return httpx.ReadError(message, request=request)
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends requests over one pooled aiohttp session (asyncio only).
+
+    The session is created lazily inside the running loop and closed by `aclose()`.
+    Bodies are read whole (the Gradient API never streams), which is also the fastest path.
+    """
+
+    def __init__(self, *, max_connections: int = 64, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._get_session()
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        body = request.content or None
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                content = await response.read()
+                headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+                status = response.status
+                reason = response.reason
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _map_error(exc, request) from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if reason:
+            extensions["reason_phrase"] = reason.encode("ascii", "replace")
+        return httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class AutoTransport(httpx.AsyncBaseTransport):
+    """aiohttp under asyncio, httpx's AsyncHTTPTransport under anything else; chosen on first request."""
+
+    def __init__(self, *, max_connections: int = 64, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._inner: httpx.AsyncBaseTransport | None = None
+
+    @property
+    def inner(self) -> httpx.AsyncBaseTransport | None:
+        """The transport in use, or None before the first request."""
+        return self._inner
+
+    def _choose(self) -> httpx.AsyncBaseTransport:
+        try:
+            asyncio.get_running_loop()
+            on_asyncio = True
+        except RuntimeError:
+            on_asyncio = False
+        if on_asyncio:
+            return AiohttpTransport(max_connections=self._max_connections, keepalive_expiry=self._keepalive_expiry)
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+            keepalive_expiry=self._keepalive_expiry,
+        )
+        return httpx.AsyncHTTPTransport(limits=limits)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = self._choose()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+            self._inner = None

@@ -1,0 +1,57 @@
+"""`client.embeddings`: `GET /embeddings` and `POST /embeddings/{slug}`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gradient_async._client import RequestOptions
+from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
+from gradient_async._errors import ValidationError
+from gradient_async.resources._base import AsyncResource, path_id
+from gradient_async.types._base import validate_input
+from gradient_async.types.embeddings import (
+    EmbedBody,
+    EmbeddingsModel,
+    EmbeddingsModelList,
+    EmbeddingsResponse,
+)
+
+__all__ = ["AsyncEmbeddings"]
+
+
+class AsyncEmbeddings(AsyncResource):
+    """Embeddings models and embedding generation."""
+
+    async def list(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> list[EmbeddingsModel]:
+        """The embeddings models of the workspace.
+
+        Example::
+
+            slugs = [m.slug for m in await client.embeddings.list()]
+        """
+        result = await self._client.request(
+            RequestOptions("GET", "/embeddings", timeout=timeout), EmbeddingsModelList.model_validate
+        )
+        assert result is not None
+        return result.embeddings_models
+
+    async def create(
+        self, slug: str, *, inputs: Sequence[str], timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+    ) -> EmbeddingsResponse:
+        """Embed 1–256 texts; `embeddings[i].index` is the position in `inputs`.
+
+        Example::
+
+            resp = await client.embeddings.create("bge-large", inputs=["hello", "world"])
+            vectors = [e.embedding for e in sorted(resp.embeddings, key=lambda e: e.index)]
+        """
+        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
+            raise ValidationError("inputs must be a list of strings, e.g. ['hello']")
+        path = f"/embeddings/{path_id(slug, 'slug')}"
+        body = validate_input(EmbedBody, "embeddings request", {"inputs": [{"input": text} for text in inputs]})
+        result = await self._client.request(
+            RequestOptions("POST", path, json=body.to_wire(), idempotent=True, timeout=timeout),
+            EmbeddingsResponse.model_validate,
+        )
+        assert result is not None
+        return result
