@@ -83,6 +83,21 @@ class _Pool:
         self.closed = False
         self._limiter: anyio.CapacityLimiter | None = None
 
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send through our own client's transport directly (skipping httpx's auth, redirect,
+        cookie and hook machinery, which the Gradient API never uses); a user's client is
+        always used through its public `send`."""
+        if not self.owns_http:
+            return await self.http.send(request)
+        transport = self.http._transport_for_url(request.url)
+        response = await transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     @property
     def limiter(self) -> anyio.CapacityLimiter:
         # Created on first use, inside the running event loop.
@@ -168,6 +183,10 @@ class AsyncGradient:
                 **dict(config.default_headers),
             }
         )
+        self._json_headers = self._headers.copy()
+        self._json_headers["Content-Type"] = "application/json"
+        self._timeout_ext: dict[str, Any] = config.timeout.as_dict()
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
 
     # -- public surface -------------------------------------------------------------------
 
@@ -269,49 +288,59 @@ class AsyncGradient:
         (None: the body is ignored). Resources call this; users rarely need to."""
         if self._pool.closed:
             raise ClientClosedError("this AsyncGradient is closed; create a new client")
+        timeout = (
+            self._timeout_ext if isinstance(options.timeout, NotGiven) else to_httpx_timeout(options.timeout).as_dict()
+        )
+        content = None if options.json is None else _dumps(options.json)
+        try:
+            # The first attempt runs outside tenacity: most calls succeed, and building a
+            # retry controller costs more CPU than the request itself.
+            response = await self._send_once(options, content, timeout)
+        except APIError as first_error:
+            response = await self._retry(options, content, timeout, first_error)
+        if parse is None:
+            return None
+        return _parse(response, parse)
+
+    async def _retry(
+        self, options: RequestOptions, content: bytes | None, timeout: dict[str, Any], first_error: APIError
+    ) -> httpx.Response:
+        """Attempts 2..n, driven by tenacity. Attempt 1 (already failed) is replayed as its error,
+        so tenacity decides, waits and logs exactly as if it had run it."""
         policy = self._config.retry
         max_retries = given(options.max_retries, policy.max_retries)
         retrying = build_retrying(
             policy, idempotent=options.idempotent, max_retries=max_retries, on_retry=options.on_retry
         )
-        timeout = self._config.timeout if isinstance(options.timeout, NotGiven) else to_httpx_timeout(options.timeout)
-        content = None if options.json is None else _dumps(options.json)
-        response: httpx.Response | None = None
         attempts = 0
         try:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
+                    if attempts == 1:
+                        raise first_error
                     response = await self._send_once(options, content, timeout)
         except APIError as exc:
             exc.retries_taken = attempts - 1
             raise
-        assert response is not None
-        if parse is None:
-            return None
-        return _parse(response, parse)
+        return response
 
     async def _send_once(
-        self, options: RequestOptions, content: bytes | None, timeout: httpx.Timeout
+        self, options: RequestOptions, content: bytes | None, timeout: dict[str, Any]
     ) -> httpx.Response:
-        headers = self._headers
-        if content is not None:
-            headers = headers.copy()
-            headers["Content-Type"] = "application/json"
-        request = self._pool.http.build_request(
+        request = httpx.Request(
             options.method,
-            self._config.base_url + options.path,
-            params=options.params,
+            self._url(options.path, options.params),
+            headers=self._headers if content is None else self._json_headers,
             content=content,
-            headers=headers,
-            timeout=timeout,
+            extensions={"timeout": timeout},
         )
         limiter = self._pool.limiter
         borrower = object()
         await limiter.acquire_on_behalf_of(borrower)
         try:
             logger.debug("request: %s %s", request.method, request.url)
-            response = await self._pool.http.send(request)
+            response = await self._pool.send(request)
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
             raise APITimeoutError(
@@ -329,6 +358,16 @@ class AsyncGradient:
         if not response.is_success:
             raise make_status_error(response)
         return response
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
+        key = (path, tuple(params.items()) if params else ())
+        url = self._urls.get(key)
+        if url is None:
+            url = httpx.URL(self._config.base_url + path, params=params)
+            if len(self._urls) >= 512:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
 
 def _policy_fields(policy: RetryPolicy) -> dict[str, Any]:

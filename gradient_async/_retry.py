@@ -36,6 +36,7 @@ __all__ = ["DEFAULT_RETRY_STATUSES", "RetryEvent", "RetryHook", "RetryPolicy", "
 logger: Final = logging.getLogger("gradient_async")
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+_RNG: Final = random.Random()
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def build_retrying(
 
     return AsyncRetrying(
         stop=stop,
-        wait=_Wait(policy, rng or random.Random()),
+        wait=_Wait(policy, rng or _RNG),
         retry=retry_if_exception(lambda exc: policy.is_retryable(exc, idempotent=idempotent)),
         sleep=policy.sleep,
         before_sleep=before_sleep,
