@@ -1,0 +1,199 @@
+"""Client overhead: CPU per request and throughput, gradient_async vs raw clients, in one run.
+
+3,000 completions at 32 in flight against the fast load server (in a child process, so its CPU
+is not charged to the client). Each client runs `--rounds` times, interleaved, and the median is
+kept. Prints a table with ratios to raw aiohttp and saves JSON to benchmarks/results/overhead.json.
+
+Run::
+
+    .venv/bin/python benchmarks/overhead.py            # or: make bench
+    .venv/bin/python benchmarks/overhead.py --requests 1000 --rounds 1 --no-peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_server import BASE_MODEL_ID, LoadServerProcess
+
+from gradient_async import AsyncGradient
+
+RESULTS = Path(__file__).resolve().parent / "results" / "overhead.json"
+QUERY = "Question: What NFL team won the Super Bowl in the year Justin Bieber was born?\n\nAnswer: "
+BODY = {"query": QUERY, "maxGeneratedTokenCount": 16}
+HEADERS = {"Authorization": "Bearer bench-token", "x-gradient-workspace-id": "bench-ws"}
+
+Runner = Callable[[str, int, int], Awaitable[None]]
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+async def _fan_out(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded() -> None:
+        async with sem:
+            await one()
+
+    await asyncio.gather(*(guarded() for _ in range(n)))
+
+
+async def run_aiohttp(api_url: str, n: int, concurrency: int) -> None:
+    url = f"{api_url}/models/{BASE_MODEL_ID}/complete"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def one() -> None:
+            async with session.post(url, json=BODY, headers=HEADERS) as resp:
+                resp.raise_for_status()
+                await resp.json()
+
+        await _fan_out(n, concurrency, one)
+
+
+async def run_httpx(api_url: str, n: int, concurrency: int) -> None:
+    url = f"{api_url}/models/{BASE_MODEL_ID}/complete"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, headers=HEADERS) as client:
+
+        async def one() -> None:
+            resp = await client.post(url, json=BODY)
+            resp.raise_for_status()
+            resp.json()
+
+        await _fan_out(n, concurrency, one)
+
+
+async def run_gradient_async(api_url: str, n: int, concurrency: int) -> None:
+    async with AsyncGradient(
+        access_token="bench-token", workspace_id="bench-ws", base_url=api_url, max_concurrency=concurrency
+    ) as client:
+
+        async def one() -> None:
+            await client.completions.create(BASE_MODEL_ID, query=QUERY, max_generated_token_count=16)
+
+        await _fan_out(n, concurrency, one)
+
+
+async def run_official_sdk(api_url: str, n: int, concurrency: int) -> None:
+    """The official `gradientai` SDK: synchronous, so run in `concurrency` threads."""
+    from gradientai import Gradient
+
+    gradient = Gradient(access_token="bench-token", workspace_id="bench-ws", host=api_url)
+    model = next(m for m in gradient.list_models(only_base=True) if m.id == BASE_MODEL_ID)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+
+        def one_sync() -> None:
+            model.complete(query=QUERY, max_generated_token_count=16)
+
+        await asyncio.gather(*(loop.run_in_executor(pool, one_sync) for _ in range(n)))
+    gradient.close()
+
+
+async def run_openai(api_url: str, n: int, concurrency: int) -> None:
+    """openai-python's AsyncOpenAI against the server's OpenAI-style /v1/completions route."""
+    from openai import AsyncOpenAI
+
+    base = api_url.removesuffix("/api") + "/v1"
+    async with AsyncOpenAI(api_key="bench-token", base_url=base, max_retries=2) as client:
+
+        async def one() -> None:
+            await client.completions.create(model=BASE_MODEL_ID, prompt=QUERY, max_tokens=16)
+
+        await _fan_out(n, concurrency, one)
+
+
+async def measure(runner: Runner, api_url: str, n: int, concurrency: int) -> dict[str, float]:
+    await runner(api_url, min(200, n), concurrency)  # warm up imports, pools, caches
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    await runner(api_url, n, concurrency)
+    cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
+    return {"cpu_us_per_request": cpu / n * 1e6, "requests_per_s": n / wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-peers", action="store_true", help="skip the official SDK and openai-python")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    runners: dict[str, Runner] = {
+        "raw aiohttp": run_aiohttp,
+        "raw httpx": run_httpx,
+        "gradient_async": run_gradient_async,
+    }
+    if not args.no_peers:
+        runners["official gradientai (threads)"] = run_official_sdk
+        runners["openai-python AsyncOpenAI"] = run_openai
+
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+    with LoadServerProcess(latency_ms=0) as server:
+        for _ in range(args.rounds):
+            for name, runner in runners.items():
+                try:
+                    samples[name].append(asyncio.run(measure(runner, server.api_url, args.requests, args.concurrency)))
+                except ImportError as exc:
+                    print(f"skipping {name}: {exc}", file=sys.stderr)
+        server_stats = server.stats()
+
+    results: dict[str, dict[str, float]] = {}
+    for name, runs in samples.items():
+        if runs:
+            results[name] = {
+                "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
+                "requests_per_s": statistics.median(r["requests_per_s"] for r in runs),
+            }
+    base_cpu = results["raw aiohttp"]["cpu_us_per_request"]
+    base_rps = results["raw aiohttp"]["requests_per_s"]
+    print(f"{args.requests} completions at {args.concurrency} in flight, median of {args.rounds} rounds")
+    print(f"{'client':32} {'CPU us/req':>11} {'x aiohttp':>10} {'req/s':>9} {'x aiohttp':>10}")
+    for name, r in results.items():
+        r["cpu_ratio_vs_aiohttp"] = r["cpu_us_per_request"] / base_cpu
+        r["throughput_ratio_vs_aiohttp"] = r["requests_per_s"] / base_rps
+        print(
+            f"{name:32} {r['cpu_us_per_request']:11.0f} {r['cpu_ratio_vs_aiohttp']:10.2f} "
+            f"{r['requests_per_s']:9.0f} {r['throughput_ratio_vs_aiohttp']:10.2f}"
+        )
+    target = results["gradient_async"]["cpu_ratio_vs_aiohttp"]
+    print(f"gradient_async CPU/request = {target:.2f}x raw aiohttp (target <= 2.5x)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "benchmark": "overhead",
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                "rounds": args.rounds,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "results": results,
+                "server_requests": server_stats.get("requests"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"saved {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
