@@ -74,19 +74,24 @@ def _http_date(seconds_ahead: float) -> str:
 
 
 @pytest.mark.parametrize(
-    ("headers", "minimum"),
+    ("make_headers", "minimum"),
     [
-        ({"retry-after": "3"}, 3.0),
-        ({"retry-after": "2.5"}, 2.5),
-        ({"retry-after-ms": "1500"}, 1.5),
-        ({"retry-after": _http_date(5)}, 3.5),  # an HTTP date, second resolution
+        (lambda: {"retry-after": "3"}, 3.0),
+        (lambda: {"retry-after": "2.5"}, 2.5),
+        (lambda: {"retry-after-ms": "1500"}, 1.5),
+        # an HTTP date has second resolution; built when the test runs, not at collection
+        (lambda: {"retry-after": _http_date(5)}, 3.5),
     ],
     ids=["seconds", "float-seconds", "milliseconds", "http-date"],
 )
 async def test_429_waits_at_least_retry_after(
-    client: AsyncGradient, api: FakeAPI, fake_sleep: FakeSleep, headers: dict[str, str], minimum: float
+    client: AsyncGradient,
+    api: FakeAPI,
+    fake_sleep: FakeSleep,
+    make_headers: Callable[[], dict[str, str]],
+    minimum: float,
 ) -> None:
-    api.add("POST", COMPLETE, httpx.Response(429, headers=headers), OK)
+    api.add("POST", COMPLETE, httpx.Response(429, headers=make_headers()), OK)
     await client.completions.create(ADAPTER_ID, query="q")
     assert len(fake_sleep.waits) == 1
     assert fake_sleep.waits[0] >= minimum
