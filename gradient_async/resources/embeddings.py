@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
 from gradient_async._errors import ValidationError
+from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import AsyncResource, path_id
 from gradient_async.types._base import validate_input
 from gradient_async.types.embeddings import (
@@ -15,6 +18,9 @@ from gradient_async.types.embeddings import (
     EmbeddingsModelList,
     EmbeddingsResponse,
 )
+
+if TYPE_CHECKING:
+    from gradient_async.batch import BatchResult, ProgressCallback
 
 __all__ = ["AsyncEmbeddings"]
 
@@ -55,3 +61,41 @@ class AsyncEmbeddings(AsyncResource):
         )
         assert result is not None
         return result
+
+    async def batch(
+        self,
+        slug: str,
+        texts: Iterable[str] | AsyncIterable[str],
+        *,
+        chunk_size: int = 256,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        tokenizer: Callable[[str], int] | None = None,
+        retry: RetryPolicy | None = None,
+        fail_fast: bool = False,
+        progress: ProgressCallback | Literal["tqdm"] | None = None,
+    ) -> BatchResult[builtins.list[float]]:
+        """Embed any number of texts, `chunk_size` per request, through the completions batch engine
+        (same limits, retries and 429 handling). One item per text, in input order, value = its vector.
+
+        Example::
+
+            result = await client.embeddings.batch("bge-large", texts, max_concurrency=8)
+            vectors = [item.unwrap() for item in result]
+        """
+        from gradient_async.batch import embed_batch
+
+        return await embed_batch(
+            self._client,
+            slug,
+            texts,
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            tokenizer=tokenizer,
+            retry=retry,
+            fail_fast=fail_fast,
+            progress=progress,
+        )

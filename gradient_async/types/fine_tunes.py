@@ -27,7 +27,8 @@ class Sample(RequestModel):
     """A training sample: a plain string, or a list of structured segments (multi-turn)."""
 
     inputs: Annotated[str, Field(min_length=1)] | Annotated[list[StructuredInput], Field(min_length=1)]
-    fine_tuning_parameters: FineTuningParameters = Field(default_factory=FineTuningParameters)
+    # The official SDK always sends {"multiplier": ...}; the contract also allows null.
+    fine_tuning_parameters: FineTuningParameters | None = Field(default_factory=FineTuningParameters)
 
 
 class FineTuneBody(RequestModel):

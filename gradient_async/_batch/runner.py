@@ -1,0 +1,222 @@
+"""The batch engine: pulls jobs lazily, runs each in its own task under the batch's limits,
+retries in one place, and hands finished items to the consumer as they complete.
+
+Memory is bounded by `window`: at most that many items are in flight or finished-but-not-yet
+consumed, however long the input. Workers never raise: every outcome (value, typed error, or
+an unexpected exception to re-raise) travels to the consumer over a memory stream, so the
+task group is only ever cancelled from the consumer's own frame.
+
+Retries: the client is called with `max_retries=0`; this loop retries with the batch's
+`RetryPolicy`. A 429 pauses the whole batch (see `window.py`) instead of each task sleeping
+on its own, and costs the item no retry budget (bounded separately by `MAX_RATE_LIMIT_RETRIES`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+
+from gradient_async._batch.inputs import aiter_any
+from gradient_async._batch.items import BatchItem, BatchStats, Job
+from gradient_async._batch.progress import ProgressCallback
+from gradient_async._batch.window import AdaptiveWindow
+from gradient_async._errors import GradientError, RateLimitError, ValidationError
+from gradient_async._ratelimit import RateLimiter
+from gradient_async._retry import RetryPolicy
+
+__all__ = ["MAX_RATE_LIMIT_RETRIES", "BatchRunner", "collapse_excgroups"]
+
+P = TypeVar("P")
+T = TypeVar("T")
+
+MAX_RATE_LIMIT_RETRIES: Final = 25
+"""429 answers one item may absorb (each one waited out batch-wide) before its error is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fatal:
+    error: BaseException
+
+
+def collapse_excgroups(exc: BaseException) -> BaseException:
+    """The single member of (nested) one-member exception groups, else `exc` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _check_count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class BatchRunner(Generic[P, T]):
+    """Runs `call(job)` for every job of a source under concurrency, rate and retry control.
+
+    Args:
+        call: one attempt for one job (it must not retry itself).
+        max_concurrency: most attempts of this batch in flight (the client's cap applies too).
+        window: most items in flight or finished-not-consumed (default 2 × max_concurrency).
+        requests_per_minute / tokens_per_minute: smooth rate limits (job.cost is its token estimate).
+        retry: what is retried and how long to wait.
+        fail_fast: stop at the first item that ends in an error, and raise it.
+        progress: called with (done, total, ok, failed) after each item.
+        total: number of items, when known.
+    """
+
+    def __init__(
+        self,
+        call: Callable[[Job[P]], Awaitable[T]],
+        *,
+        max_concurrency: int,
+        window: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        retry: RetryPolicy,
+        fail_fast: bool = False,
+        progress: ProgressCallback | None = None,
+        total: int | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._call = call
+        max_concurrency = _check_count(max_concurrency, "max_concurrency")
+        self._held = _check_count(window if window is not None else 2 * max_concurrency, "window")
+        self._retry = retry
+        self._sleep = retry.sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._window = AdaptiveWindow(max_concurrency, clock=clock, sleep=retry.sleep)
+        self._rpm = RateLimiter(requests_per_minute, clock=clock, sleep=retry.sleep) if requests_per_minute else None
+        self._tpm = RateLimiter(tokens_per_minute, clock=clock, sleep=retry.sleep) if tokens_per_minute else None
+        self._fail_fast = fail_fast
+        self._progress = progress
+        self._total = total
+        self.stats = BatchStats()
+
+    @property
+    def window(self) -> AdaptiveWindow:
+        return self._window
+
+    async def iterate(
+        self, source: Iterable[Any] | AsyncIterable[Any], make_job: Callable[[int, Any], Job[P]]
+    ) -> AsyncGenerator[BatchItem[T], None]:
+        """Items as they complete. `make_job(index, raw)` may raise GradientError: that item fails."""
+        start = self._clock()
+        send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
+        held = anyio.Semaphore(self._held)
+        fatal: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._produce, source, make_job, tg, send, held)
+                try:
+                    async with recv:
+                        async for message in recv:
+                            held.release()
+                            if isinstance(message, _Fatal):
+                                fatal = message.error
+                                break
+                            self._count(message, start)
+                            if message.error is not None and self._fail_fast:
+                                fatal = message.error
+                                break
+                            yield message
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise collapse_excgroups(group) from None
+        finally:
+            self.stats.elapsed = self._clock() - start
+            close = getattr(self._progress, "close", None)
+            if callable(close):
+                close()
+        if fatal is not None:
+            raise fatal
+
+    def _count(self, item: BatchItem[T], start: float) -> None:
+        stats = self.stats
+        if item.error is None:
+            stats.ok += 1
+        else:
+            stats.failed += 1
+        stats.elapsed = self._clock() - start
+        if self._progress is not None:
+            self._progress(stats.done, self._total, stats.ok, stats.failed)
+
+    async def _produce(
+        self,
+        source: Iterable[Any] | AsyncIterable[Any],
+        make_job: Callable[[int, Any], Job[P]],
+        tg: anyio.abc.TaskGroup,
+        send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
+        held: anyio.Semaphore,
+    ) -> None:
+        async with send:
+            index = 0
+            try:
+                async for raw in aiter_any(source):
+                    await held.acquire()
+                    try:
+                        job = make_job(index, raw)
+                    except GradientError as err:
+                        await send.send(BatchItem(index=index, prompt=raw, error=err))
+                    else:
+                        tg.start_soon(self._work, job, send.clone())
+                    index += 1
+            except Exception as exc:  # the caller's iterable failed: stop the batch with its error
+                await send.send(_Fatal(exc))
+
+    async def _work(self, job: Job[P], send: MemoryObjectSendStream[BatchItem[T] | _Fatal]) -> None:
+        async with send:
+            try:
+                item = await self._attempts(job)
+            except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
+                await send.send(_Fatal(exc))
+                return
+            await send.send(item)
+
+    async def _attempts(self, job: Job[P]) -> BatchItem[T]:
+        policy = self._retry
+        stats = self.stats
+        attempts = retries = rate_limited = 0
+        while True:
+            slot = await self._window.acquire()
+            try:
+                if self._rpm is not None:
+                    await self._rpm.acquire()
+                if self._tpm is not None and job.cost:
+                    await self._tpm.acquire(job.cost)
+                attempts += 1
+                stats.requests += 1
+                if attempts > 1:
+                    stats.retried += 1
+                value = await self._call(job)
+            except GradientError as err:
+                self._window.release(slot)
+                is_429 = isinstance(err, RateLimitError)
+                if is_429:
+                    stats.rate_limited += 1
+                    rate_limited += 1
+                budget_left = rate_limited <= MAX_RATE_LIMIT_RETRIES if is_429 else retries < policy.max_retries
+                if not (budget_left and policy.is_retryable(err, idempotent=True)):
+                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
+                wait = policy.compute_wait(rate_limited - 1 if is_429 else retries, err, self._rng)
+                if is_429:
+                    self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
+                else:
+                    retries += 1
+                    await self._sleep(wait)
+                continue
+            except BaseException:
+                self._window.release(slot)
+                raise
+            self._window.release(slot)
+            self._window.on_success(slot)
+            return BatchItem(index=job.index, prompt=job.prompt, value=value, id=job.id, attempts=attempts)

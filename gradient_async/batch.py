@@ -1,0 +1,287 @@
+"""Batch completions and embeddings: push 10 to 10^6 inputs through one model, get every answer back.
+
+Results come back in input order (`complete_batch`) or as they complete with flat memory
+(`stream_complete_batch`). Every call shares the client's concurrency cap; a batch adds its own
+cap, smooth requests/tokens-per-minute limits, adaptive slow-down on 429 and bounded retries.
+Usually reached through `client.completions.batch` / `stream_batch` and `client.embeddings.batch`.
+
+Example::
+
+    result = await client.completions.batch(adapter_id, ["Hi", "Bye"], max_generated_token_count=32)
+    for item in result:
+        print(item.index, item.value.generated_output if item.ok else item.error)
+
+    async with client.completions.stream_batch(adapter_id, prompts, requests_per_minute=600) as stream:
+        async for item in stream:
+            ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import fields
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+
+from gradient_async._batch.inputs import Tokenizer, aiter_any, completion_job, estimate_tokens, known_length
+from gradient_async._batch.items import BatchItem, BatchResult, BatchStats, Job
+from gradient_async._batch.progress import ProgressArg, ProgressCallback, TqdmProgress, resolve_progress
+from gradient_async._batch.runner import MAX_RATE_LIMIT_RETRIES, BatchRunner
+from gradient_async._client import RequestOptions
+from gradient_async._errors import ValidationError
+from gradient_async._retry import RetryPolicy
+from gradient_async.resources._base import path_id
+from gradient_async.types._base import validate_input
+from gradient_async.types.completions import CompleteBody, Completion
+from gradient_async.types.embeddings import EmbedBody, EmbeddingsResponse
+
+if TYPE_CHECKING:
+    from gradient_async._client import AsyncGradient
+
+__all__ = [
+    "BATCH_MIN_RETRIES",
+    "MAX_RATE_LIMIT_RETRIES",
+    "BatchItem",
+    "BatchResult",
+    "BatchStats",
+    "BatchStream",
+    "Prompt",
+    "ProgressCallback",
+    "TqdmProgress",
+    "complete_batch",
+    "embed_batch",
+    "stream_complete_batch",
+]
+
+T = TypeVar("T")
+
+Prompt: TypeAlias = "str | Mapping[str, Any]"
+"""A prompt string, or `{"query": ..., "id"?: ..., **completion_params}`."""
+
+BATCH_MIN_RETRIES = 5
+"""With `retry=None` a batch retries each item at least this often (the client's policy otherwise)."""
+
+
+def batch_policy(client: AsyncGradient, retry: RetryPolicy | None) -> RetryPolicy:
+    """`retry`, or the client's policy with at least BATCH_MIN_RETRIES retries."""
+    if retry is not None:
+        if not isinstance(retry, RetryPolicy):
+            raise ValidationError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
+        return retry
+    policy = client.config.retry
+    if policy.max_retries >= BATCH_MIN_RETRIES:
+        return policy
+    values = {f.name: getattr(policy, f.name) for f in fields(policy)}
+    return RetryPolicy(**{**values, "max_retries": BATCH_MIN_RETRIES})
+
+
+class BatchStream(Generic[T]):
+    """Items as they complete (`async for`), with `stats` updated live. Use it as a context
+    manager when you may stop early, so in-flight requests are cancelled at once.
+
+    Example::
+
+        async with client.completions.stream_batch(model_id, prompts) as stream:
+            async for item in stream:
+                print(item.index, item.value)
+        print(stream.stats)
+    """
+
+    def __init__(self, runner: BatchRunner[Any, T], start: Callable[[], AsyncGenerator[BatchItem[T], None]]) -> None:
+        self._runner = runner
+        self._start = start
+        self._gen: AsyncGenerator[BatchItem[T], None] | None = None
+
+    @property
+    def stats(self) -> BatchStats:
+        return self._runner.stats
+
+    def __aiter__(self) -> AsyncIterator[BatchItem[T]]:
+        if self._gen is not None:
+            raise RuntimeError("a BatchStream can be iterated only once")
+        self._gen = self._start()
+        return self._gen
+
+    async def aclose(self) -> None:
+        """Cancel whatever is still running."""
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    async def collect(self) -> BatchResult[T]:
+        """Run to the end and return every item in input order."""
+        items: list[BatchItem[T]] = []
+        async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
+            async for item in gen:
+                items.append(item)
+        items.sort(key=lambda item: item.index)
+        return BatchResult(items, self.stats)
+
+    async def __aenter__(self) -> BatchStream[T]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def stream_complete_batch(
+    client: AsyncGradient,
+    model_id: str,
+    prompts: Iterable[Prompt] | AsyncIterable[Prompt],
+    *,
+    max_concurrency: int | None = None,
+    window: int | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    tokenizer: Tokenizer | None = None,
+    retry: RetryPolicy | None = None,
+    fail_fast: bool = False,
+    progress: ProgressArg = None,
+    **completion_params: Any,
+) -> BatchStream[Completion]:
+    """Complete every prompt, yielding items as they finish; see `client.completions.stream_batch`.
+
+    Example::
+
+        async with stream_complete_batch(client, model_id, open_prompts()) as stream:
+            async for item in stream:
+                save(item.id, item.value)
+    """
+    path = f"/models/{path_id(model_id, 'model_id')}/complete"
+    wants_tokens = tokens_per_minute is not None
+
+    def make_job(index: int, raw: Any) -> Job[str]:
+        job = completion_job(index, raw, completion_params, tokenizer=tokenizer, count_tokens=wants_tokens)
+        body = validate_input(CompleteBody, f"completion request (prompt {index})", {"query": job.prompt, **job.params})
+        return Job(index=job.index, id=job.id, prompt=job.prompt, params=body.to_wire(), cost=job.cost)
+
+    async def call(job: Job[str]) -> Completion:
+        options = RequestOptions("POST", path, json=job.params, idempotent=True, max_retries=0)
+        result = await client.request(options, Completion.model_validate)
+        assert result is not None
+        return result
+
+    runner: BatchRunner[str, Completion] = BatchRunner(
+        call,
+        max_concurrency=client.config.max_concurrency if max_concurrency is None else max_concurrency,
+        window=window,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        retry=batch_policy(client, retry),
+        fail_fast=fail_fast,
+        progress=resolve_progress(progress),
+        total=known_length(prompts),
+    )
+    return BatchStream(runner, lambda: runner.iterate(prompts, make_job))
+
+
+async def complete_batch(
+    client: AsyncGradient,
+    model_id: str,
+    prompts: Iterable[Prompt] | AsyncIterable[Prompt],
+    **options: Any,
+) -> BatchResult[Completion]:
+    """Complete every prompt; items in input order. Same options as `stream_complete_batch`.
+
+    Example::
+
+        result = await complete_batch(client, model_id, ["Hi", "Bye"], max_concurrency=16)
+    """
+    return await stream_complete_batch(client, model_id, prompts, **options).collect()
+
+
+async def _chunks(texts: Iterable[str] | AsyncIterable[str], size: int) -> AsyncIterator[list[str]]:
+    chunk: list[str] = []
+    async for text in aiter_any(texts):
+        chunk.append(text)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def embed_batch(
+    client: AsyncGradient,
+    slug: str,
+    texts: Iterable[str] | AsyncIterable[str],
+    *,
+    chunk_size: int = 256,
+    max_concurrency: int | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    tokenizer: Tokenizer | None = None,
+    retry: RetryPolicy | None = None,
+    fail_fast: bool = False,
+    progress: ProgressArg = None,
+) -> BatchResult[list[float]]:
+    """Embed every text (sent `chunk_size` per request, same engine as completions); one item per
+    text in input order, value = its vector. Progress counts requests (chunks).
+
+    Example::
+
+        result = await embed_batch(client, "bge-large", texts)
+        vectors = [item.unwrap() for item in result]
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= 256:
+        raise ValidationError(f"chunk_size must be an integer from 1 to 256, got {chunk_size!r}")
+    if isinstance(texts, str):
+        raise ValidationError("texts must be an iterable of strings, not one string, e.g. ['hello']")
+    path = f"/embeddings/{path_id(slug, 'slug')}"
+    wants_tokens = tokens_per_minute is not None
+
+    def make_job(index: int, chunk: list[str]) -> Job[list[str]]:
+        inputs = {"inputs": [{"input": text} for text in chunk]}
+        body = validate_input(EmbedBody, f"embeddings request (chunk {index})", inputs)
+        cost = sum(estimate_tokens(t, 0, tokenizer) for t in chunk) if wants_tokens else 0.0
+        return Job(index=index, id=None, prompt=chunk, params=body.to_wire(), cost=cost)
+
+    async def call(job: Job[list[str]]) -> list[list[float]]:
+        options = RequestOptions("POST", path, json=job.params, idempotent=True, max_retries=0)
+        result = await client.request(options, EmbeddingsResponse.model_validate)
+        assert result is not None
+        return [e.embedding for e in sorted(result.embeddings, key=lambda e: e.index)]
+
+    length = known_length(texts)
+    runner: BatchRunner[list[str], list[list[float]]] = BatchRunner(
+        call,
+        max_concurrency=client.config.max_concurrency if max_concurrency is None else max_concurrency,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        retry=batch_policy(client, retry),
+        fail_fast=fail_fast,
+        progress=resolve_progress(progress),
+        total=None if length is None else math.ceil(length / chunk_size),
+    )
+    stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size), make_job))
+    chunk_items = (await stream.collect()).items
+    items: list[BatchItem[list[float]]] = []
+    for chunk in chunk_items:
+        texts_in_chunk: list[str] = chunk.prompt
+        vectors = chunk.value
+        for offset, text in enumerate(texts_in_chunk):
+            value = vectors[offset] if vectors is not None and offset < len(vectors) else None
+            error = chunk.error
+            if error is None and value is None:
+                error = ValidationError(f"the server returned no embedding for text {offset} of chunk {chunk.index}")
+            items.append(
+                BatchItem(
+                    index=chunk.index * chunk_size + offset,
+                    prompt=text,
+                    value=value,
+                    error=error,
+                    attempts=chunk.attempts,
+                )
+            )
+    stats = BatchStats(
+        ok=sum(item.ok for item in items),
+        failed=sum(not item.ok for item in items),
+        requests=runner.stats.requests,
+        retried=runner.stats.retried,
+        rate_limited=runner.stats.rate_limited,
+        elapsed=runner.stats.elapsed,
+    )
+    return BatchResult(items, stats)

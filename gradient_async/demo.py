@@ -1,0 +1,186 @@
+"""`gradient-async demo`: the whole seed story, offline, against the embedded server.
+
+Starts the Gradient-compatible server in-process (no socket, data in a temp dir unless
+`--data-dir`), then through the SDK: list base models, create an adapter, ask the Super Bowl
+question, fine-tune on the answer, ask again, print both answers with tokens, loss and times,
+delete the adapter, and finish with a batch of prompts behind a progress bar.
+
+Example::
+
+    gradient-async demo                      # local model if installed, else the test engine
+    gradient-async demo --engine test --prompts 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import httpx
+
+from gradient_async._client import AsyncGradient
+from gradient_async._errors import GradientError
+from gradient_async.objects import BaseModel
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["QUESTION", "ANSWER", "add_arguments", "run"]
+
+QUESTION: Final = "Question: What NFL team won the Super Bowl in the year Justin Bieber was born?\n\nAnswer: "
+ANSWER: Final = " Dallas Cowboys!"
+MAX_FINE_TUNES: Final = 3
+STORY_MAX_TOKENS: Final = 32
+_TOKEN: Final = "demo-token"
+_WORKSPACE: Final = "demo-workspace"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `demo` options."""
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "test", "local"),
+        default="auto",
+        help="auto (default): the local model if its packages import, else the deterministic test engine",
+    )
+    parser.add_argument("--prompts", type=int, default=200, help="prompts in the closing batch (default 200)")
+    parser.add_argument("--concurrency", type=int, default=16, help="batch requests in flight (default 16)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep the server's data here (default: temp dir)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _answered(text: str) -> bool:
+    return "dallas cowboys" in text.lower()
+
+
+def _show(label: str, text: str, seconds: float) -> None:
+    print(f"{label} ({seconds * 1000:.0f} ms): {text.strip()!r}")
+
+
+async def _story(client: AsyncGradient, *, max_fine_tunes: int) -> bool:
+    t0 = time.perf_counter()
+    bases = await client.models.list(only_base=True)
+    base = bases[-1]
+    assert isinstance(base, BaseModel)
+    print(f"base models: {', '.join(b.slug for b in bases if isinstance(b, BaseModel))} -> using {base.slug}")
+    adapter = await base.create_adapter(name="my_model_adapter")
+    print(f"created adapter {adapter.id} ({(time.perf_counter() - t0) * 1000:.0f} ms)")
+    try:
+        t = time.perf_counter()
+        before = await adapter.complete(query=QUESTION, max_generated_token_count=STORY_MAX_TOKENS)
+        _show("before fine-tuning", before.generated_output, time.perf_counter() - t)
+        after = before
+        for attempt in range(1, max_fine_tunes + 1):
+            t = time.perf_counter()
+            result = await adapter.fine_tune(samples=[{"inputs": QUESTION + ANSWER}])
+            mean = result.mean_loss
+            print(
+                f"fine-tune #{attempt} ({(time.perf_counter() - t) * 1000:.0f} ms): "
+                f"trainable tokens={result.number_of_trainable_tokens} sum loss={result.sum_loss:.4f}"
+                + (f" mean loss={mean:.4f}" if mean is not None else "")
+            )
+            t = time.perf_counter()
+            after = await adapter.complete(query=QUESTION, max_generated_token_count=STORY_MAX_TOKENS)
+            _show("after fine-tuning", after.generated_output, time.perf_counter() - t)
+            if _answered(after.generated_output):
+                break
+        return _answered(after.generated_output) and not _answered(before.generated_output)
+    finally:
+        await adapter.delete()
+        print(f"deleted adapter {adapter.id}")
+
+
+async def _batch(client: AsyncGradient, *, prompts: int, concurrency: int, progress: bool) -> None:
+    if prompts <= 0:
+        return
+    base = (await client.models.list(only_base=True))[-1]
+    queries = [f"Question: what is {i} + {i}?\n\nAnswer: " for i in range(prompts)]
+    t = time.perf_counter()
+    result = await client.completions.batch(
+        base.id,
+        queries,
+        max_concurrency=concurrency,
+        progress="tqdm" if progress else None,
+        max_generated_token_count=16,
+    )
+    elapsed = time.perf_counter() - t
+    print(
+        f"batch: {result.ok}/{len(queries)} ok, {result.failed} failed in {elapsed:.2f} s "
+        f"({len(queries) / elapsed:.0f} prompts/s, concurrency {concurrency})"
+    )
+    first = next((item for item in result if item.ok), None)
+    if first is not None and first.value is not None:
+        print(f"  e.g. {queries[first.index].strip()!r} -> {first.value.generated_output.strip()!r}")
+
+
+def _build_app(engine: str, data_dir: Path) -> FastAPI:
+    from gradient_async.server.app import create_app
+    from gradient_async.server.settings import ServerSettings, local_engine_available
+
+    if engine == "auto":
+        reason = local_engine_available()
+        engine = "local" if reason is None else "test"
+        print(f"engine: {engine}" + (f" ({reason})" if reason else " (real local model)"))
+    else:
+        print(f"engine: {engine}")
+    settings = ServerSettings(
+        data_dir=data_dir,
+        credentials={_TOKEN: {_WORKSPACE}},
+        engine="local" if engine == "local" else "test",
+    )
+    return create_app(settings)
+
+
+async def _main(args: argparse.Namespace, data_dir: Path) -> int:
+    app = _build_app(args.engine, data_dir)
+    state = app.state.gradient
+    max_fine_tunes = MAX_FINE_TUNES if state.settings.engine == "local" else 1
+    try:
+        warm_up = getattr(state.engine, "warm_up", None)
+        if warm_up is not None:  # load the model now, so the timings below are the calls' own
+            t = time.perf_counter()
+            await warm_up()
+            print(f"model loaded in {time.perf_counter() - t:.1f} s")
+        async with AsyncGradient(
+            access_token=_TOKEN,
+            workspace_id=_WORKSPACE,
+            base_url="http://embedded/api",
+            transport=httpx.ASGITransport(app=app),
+            timeout=600.0,
+        ) as client:
+            flipped = await _story(client, max_fine_tunes=max_fine_tunes)
+            print("the answer flipped after fine-tuning" if flipped else "the answer did NOT flip after fine-tuning")
+            await _batch(client, prompts=args.prompts, concurrency=args.concurrency, progress=not args.no_progress)
+    finally:
+        await state.aclose()
+    return 0 if flipped else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when the answer flipped after fine-tuning.
+
+    Example::
+
+        gradient-async demo --engine test --prompts 200
+    """
+    if args.prompts < 0 or args.concurrency < 1:
+        print("error: --prompts must be >= 0 and --concurrency >= 1", file=sys.stderr)
+        return 2
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        print("error: the demo needs the [server] extra: pip install 'gradient-async[server]'", file=sys.stderr)
+        return 2
+    try:
+        if args.data_dir is not None:
+            return anyio.run(_main, args, Path(args.data_dir))
+        with tempfile.TemporaryDirectory(prefix="gradient-demo-") as tmp:
+            return anyio.run(_main, args, Path(tmp))
+    except (GradientError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

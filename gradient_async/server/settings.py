@@ -1,0 +1,143 @@
+"""Server settings: where data lives, which engine runs, who may call, and the fault knobs.
+
+Credentials map bearer tokens to the workspaces they may use. They come from flags
+(`--token`/`--workspace`), a JSON config file, or are generated at start-up.
+
+Config file format::
+
+    {"credentials": [{"token": "tok-a", "workspaces": ["ws-a"]},
+                     {"token": "tok-b", "workspaces": ["ws-b", "ws-shared"]}]}
+
+Example::
+
+    settings = ServerSettings(data_dir=Path("/tmp/gradient"), credentials={"tok": {"ws"}})
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gradient_async.server.faults import FaultSettings
+
+__all__ = [
+    "EngineName",
+    "ServerSettings",
+    "default_data_dir",
+    "generate_token",
+    "load_credentials",
+    "local_engine_available",
+    "resolve_engine",
+]
+
+EngineName = Literal["test", "local"]
+
+
+def default_data_dir() -> Path:
+    """The per-user cache dir for the server's data (needs platformdirs, part of the `server` extra)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gradient-async")) / "server"
+
+
+def local_engine_available() -> str | None:
+    """None when the local engine and its ML packages import; else why not (a message to show)."""
+    import importlib
+
+    try:
+        importlib.import_module("gradient_async.engine.local")
+    except ImportError as exc:
+        return f"the local engine is not available ({exc}); install the [local] extra"
+    return None
+
+
+def resolve_engine(name: str) -> EngineName:
+    """'test' or 'local' as given; 'auto' picks local when it imports, else test.
+
+    Example::
+
+        resolve_engine("auto")   # "local" with the [local] extra installed, else "test"
+    """
+    if name == "test":
+        return "test"
+    if name == "local":
+        return "local"
+    if name == "auto":
+        return "local" if local_engine_available() is None else "test"
+    raise ValueError(f"engine must be 'auto', 'test' or 'local', got {name!r}")
+
+
+def generate_token() -> str:
+    """A fresh random access token for a local server."""
+    return "gsk-local-" + secrets.token_urlsafe(24)
+
+
+def load_credentials(path: str | Path) -> dict[str, set[str]]:
+    """Read a credentials file (see the module docstring); ValueError names what is wrong.
+
+    Example::
+
+        creds = load_credentials("gradient-server.json")
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file {p} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {p} is not valid JSON: {exc}") from None
+    entries = data.get("credentials") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f'config file {p} needs a non-empty "credentials" list of {{"token", "workspaces"}}')
+    creds: dict[str, set[str]] = {}
+    for i, entry in enumerate(entries):
+        token = entry.get("token") if isinstance(entry, dict) else None
+        workspaces = entry.get("workspaces") if isinstance(entry, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"config file {p}: credentials[{i}].token must be a non-empty string")
+        if not isinstance(workspaces, list) or not all(isinstance(w, str) and w for w in workspaces) or not workspaces:
+            raise ValueError(f"config file {p}: credentials[{i}].workspaces must be a non-empty list of strings")
+        creds.setdefault(token, set()).update(workspaces)
+    return creds
+
+
+@dataclass
+class ServerSettings:
+    """Everything `create_app` needs.
+
+    Args:
+        data_dir: SQLite catalogue and engine files live here.
+        credentials: token -> workspaces it may use.
+        engine: "test" (deterministic, no ML deps) or "local" (the real small model).
+        faults: the fault knobs (mutable at run time).
+        batch_max_size / batch_wait_ms: dynamic batching of completions.
+
+    Example::
+
+        ServerSettings(data_dir=tmp, credentials={"t": {"w"}}, faults=FaultSettings(latency_ms=5))
+    """
+
+    data_dir: Path
+    credentials: dict[str, set[str]] = field(default_factory=dict)
+    engine: EngineName = "test"
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    batch_max_size: int = 32
+    batch_wait_ms: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.engine not in ("test", "local"):
+            raise ValueError(f"engine must be 'test' or 'local', got {self.engine!r}")
+        if self.batch_max_size < 1:
+            raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+
+    def grant(self, token: str, workspace: str) -> None:
+        """Let `token` use `workspace` (takes effect on the next request)."""
+        if not token or not workspace:
+            raise ValueError("token and workspace must be non-empty")
+        self.credentials.setdefault(token, set()).add(workspace)

@@ -1,0 +1,126 @@
+"""What one running server holds: settings, catalogue, engine, batcher, locks and the call log.
+
+Example::
+
+    state = ServerState.build(settings)          # opens SQLite, starts the engine
+    target = await state.resolve(model_id, workspace="ws")
+    await state.aclose()
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from gradient_async.engine.base import Engine
+from gradient_async.engine.batching import DynamicBatcher
+from gradient_async.server.errors import ApiError
+from gradient_async.server.faults import FaultInjector
+from gradient_async.server.settings import ServerSettings
+from gradient_async.server.store import AdapterRecord, BaseModelRecord, Store
+
+__all__ = ["CallRecord", "ModelTarget", "ServerState", "make_engine"]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One request the server answered: method, path (no query), status, workspace header."""
+
+    method: str
+    path: str
+    status: int
+    workspace: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a model id resolved to: a base model, or an adapter (with its base model)."""
+
+    base: BaseModelRecord
+    adapter: AdapterRecord | None = None
+
+
+def make_engine(settings: ServerSettings) -> Engine:
+    """The engine `settings.engine` names, storing its files under `data_dir/engine`.
+
+    The local engine is imported only when asked for, so the test engine needs no ML packages.
+    """
+    engine_dir = settings.data_dir / "engine"
+    if settings.engine == "local":
+        try:
+            module: Any = importlib.import_module("gradient_async.engine.local")
+        except ImportError as exc:
+            raise RuntimeError(
+                f"the local engine needs the [local] extra (pip install 'gradient-async[local]'): {exc}"
+            ) from exc
+        engine: Engine = module.LocalEngine(engine_dir)
+        return engine
+    from gradient_async.engine.test_engine import TestEngine
+
+    return TestEngine(engine_dir)
+
+
+class ServerState:
+    """Shared by every request of one app. Build it with `ServerState.build(settings)`."""
+
+    def __init__(self, settings: ServerSettings, store: Store, engine: Engine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.batcher = DynamicBatcher(
+            engine, max_batch_size=settings.batch_max_size, max_wait_s=settings.batch_wait_ms / 1000.0
+        )
+        self.base_models = store.sync_base_models(engine.base_models)
+        self._by_id = {b.id: b for b in self.base_models}
+        self.injector = FaultInjector(settings.faults)
+        self.calls: list[CallRecord] = []
+        self._locks: dict[str, anyio.Lock] = {}
+        self.closed = False
+
+    @classmethod
+    def build(cls, settings: ServerSettings, engine: Engine | None = None) -> ServerState:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.data_dir / "gradient.sqlite3")
+        return cls(settings, store, engine if engine is not None else make_engine(settings))
+
+    def base_model(self, model_id: str) -> BaseModelRecord | None:
+        return self._by_id.get(model_id)
+
+    async def resolve(self, model_id: str, *, workspace: str) -> ModelTarget:
+        """The base model or adapter `model_id` names in `workspace`, or a 404 ApiError."""
+        base = self._by_id.get(model_id)
+        if base is not None:
+            return ModelTarget(base)
+        adapter = await self.store.get_adapter(model_id, workspace=workspace)
+        if adapter is None:
+            kind = "unknownBaseModel" if model_id.endswith("_base_ml_model") else "unknownModelAdapter"
+            raise ApiError(
+                404,
+                f"no model {model_id!r} in workspace {workspace!r}; list the models with GET /models",
+                type=kind,
+            )
+        return ModelTarget(self._by_id[adapter.base_model_id], adapter)
+
+    def adapter_lock(self, adapter_id: str) -> anyio.Lock:
+        """The lock that serializes fine-tunes (and deletion) of one adapter."""
+        lock = self._locks.get(adapter_id)
+        if lock is None:
+            lock = self._locks[adapter_id] = anyio.Lock()
+        return lock
+
+    def reopen(self) -> None:
+        """Ready to serve again after `aclose()` (each ASGI lifespan startup calls this)."""
+        self.store.reopen()
+        self.closed = False
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.engine.aclose()
+        finally:
+            self.store.close()

@@ -1,0 +1,249 @@
+"""The batch engine against a stateful fake API, under asyncio and trio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from gradient_async import AsyncGradient, BadRequestError, RateLimitError, RetryPolicy, ValidationError
+from gradient_async.batch import BatchItem
+from gradient_async.types import Completion
+
+from .conftest import MODEL, FakeServer, FakeSleep, http_date
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_results_in_input_order_with_per_item_errors(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.latency = 0.001
+    prompts: list[Any] = [f"p{i}" for i in range(40)]
+    prompts[3] = "bad !status:400"
+    prompts[7] = {"id": "x7", "query": "q7", "temperature": 0.5}
+    prompts[9] = {"id": "nope"}  # no query: a validation error for this item only
+    prompts[11] = {"query": "q11", "max_generated_token_count": 9999}  # out of range
+    async with make_client(max_concurrency=8) as client:
+        result = await client.completions.batch(MODEL, prompts, max_generated_token_count=16)
+    assert [item.index for item in result] == list(range(40))
+    assert (result.ok, result.failed) == (37, 3)
+    assert isinstance(result[3].error, BadRequestError) and result[3].attempts == 1
+    assert result[7].id == "x7" and result[7].unwrap().generated_output == "echo: q7"
+    assert isinstance(result[9].error, ValidationError) and "prompt 9" in str(result[9].error)
+    assert isinstance(result[11].error, ValidationError) and "max_generated_token_count" in str(result[11].error)
+    assert result[0].value == Completion(finish_reason="length", generated_output="echo: p0")
+    assert server.requests == 38  # the two invalid items never reached the server
+    with pytest.raises(BadRequestError):
+        result[3].unwrap()
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "min_wait"),
+    [
+        ("Retry-After", "1", 1.0),
+        ("Retry-After", "0.25", 0.25),
+        ("retry-after-ms", "300", 0.3),
+        ("Retry-After", "DATE", 1.0),
+    ],
+)
+async def test_429_storm_pauses_batch_wide_and_finishes(
+    make_client: Callable[..., AsyncGradient],
+    server: FakeServer,
+    fake_sleep: FakeSleep,
+    header: str,
+    value: str,
+    min_wait: float,
+) -> None:
+    server.storm = 30
+    server.retry_after = (header, http_date(3) if value == "DATE" else value)
+    async with make_client(max_concurrency=16) as client:
+        result = await client.completions.batch(MODEL, [f"p{i}" for i in range(200)])
+    assert result.ok == 200 and result.failed == 0
+    assert result.stats.rate_limited == 30
+    assert server.requests < 1.3 * 200
+    assert all(count == 1 for count in server.queries.values()) and len(server.queries) == 200
+    # The batch slept through each pause once (Retry-After as a floor), not once per 429.
+    floor = min_wait - 0.99 if value == "DATE" else min_wait  # an HTTP date has 1 s resolution
+    assert fake_sleep.waits and min(fake_sleep.waits) >= floor
+    assert len(fake_sleep.waits) < 30
+
+
+async def test_adaptive_window_under_a_concurrency_limited_server(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.latency = 0.002
+    server.max_in_flight_ok = 4
+    async with make_client(max_concurrency=32, retry=RetryPolicy()) as client:  # real (tiny) waits
+        result = await client.completions.batch(MODEL, [f"p{i}" for i in range(150)])
+    assert result.ok == 150
+    assert server.requests < 1.3 * 150
+
+
+async def test_503s_are_retried_until_done(
+    make_client: Callable[..., AsyncGradient], server: FakeServer, fake_sleep: FakeSleep
+) -> None:
+    server.fail_every = 10
+    async with make_client(max_concurrency=16) as client:
+        result = await client.completions.batch(MODEL, [f"p{i}" for i in range(300)])
+    assert result.ok == 300 and result.failed == 0
+    assert server.requests == result.requests <= 1.12 * 300
+    assert result.retried == server.statuses[503]
+
+
+async def test_retries_are_bounded_and_errors_typed(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.fail_every = 1  # every request is a 503
+    async with make_client() as client:
+        result = await client.completions.batch(MODEL, ["a", "b"], retry=RetryPolicy(max_retries=3, sleep=_no_sleep))
+    assert result.failed == 2
+    assert all(item.attempts == 4 and getattr(item.error, "status_code", None) == 503 for item in result)
+    assert server.requests == 8
+
+
+async def test_client_cap_holds_across_two_concurrent_batches(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.latency = 0.002
+    results: list[int] = []
+    async with make_client(max_concurrency=5) as client:
+
+        async def one(tag: str) -> None:
+            result = await client.completions.batch(MODEL, [f"{tag}{i}" for i in range(60)], max_concurrency=4)
+            results.append(result.ok)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "a")
+            tg.start_soon(one, "b")
+    assert results == [60, 60]
+    assert server.max_in_flight <= 5
+
+
+async def test_fail_fast_raises_the_first_error_and_cancels_the_rest(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.latency = 0.001
+    prompts = ["ok"] * 5 + ["boom !status:400"] + ["ok"] * 200
+    async with make_client(max_concurrency=4) as client:
+        with pytest.raises(BadRequestError):
+            await client.completions.batch(MODEL, prompts, fail_fast=True)
+        assert client._pool.limiter.borrowed_tokens == 0
+    assert server.requests < 100
+    assert server.in_flight == 0
+
+
+async def test_cancelling_the_caller_cancels_every_request(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.gate = anyio.Event()  # requests hang until the gate opens: nothing ever does
+    async with make_client(max_concurrency=8) as client:
+        with anyio.move_on_after(0.05) as scope:
+            await client.completions.batch(MODEL, [f"p{i}" for i in range(100)])
+        assert scope.cancelled_caught
+        assert server.max_in_flight == 8
+        assert server.in_flight == 0
+        assert client._pool.limiter.borrowed_tokens == 0
+
+
+async def test_stream_batch_memory_is_bounded_by_the_window(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    pulled = 0
+    most_ahead = 0
+    consumed = 0
+
+    def prompts() -> Any:
+        nonlocal pulled
+        for i in range(3000):
+            pulled += 1
+            yield f"p{i}"
+
+    seen: set[int] = set()
+    client = make_client(max_concurrency=8)
+    async with client, client.completions.stream_batch(MODEL, prompts(), window=16) as stream:
+        async for item in stream:
+            consumed += 1
+            seen.add(item.index)
+            most_ahead = max(most_ahead, pulled - consumed)
+    assert seen == set(range(3000))
+    assert most_ahead <= 16 + 1
+    assert stream.stats.ok == 3000
+
+
+async def test_stream_batch_stops_early_and_cleans_up(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    server.latency = 0.001
+    async with make_client(max_concurrency=4) as client:
+        async with client.completions.stream_batch(MODEL, (f"p{i}" for i in range(10_000))) as stream:
+            async for _item in stream:
+                if stream.stats.done == 10:
+                    break
+        assert client._pool.limiter.borrowed_tokens == 0
+    assert server.requests < 40
+
+
+async def test_async_iterable_input_and_progress(make_client: Callable[..., AsyncGradient]) -> None:
+    async def prompts() -> AsyncIterator[str]:
+        for i in range(25):
+            yield f"p{i}"
+
+    calls: list[tuple[int, int | None, int, int]] = []
+    async with make_client() as client:
+        result = await client.completions.batch(MODEL, prompts(), progress=lambda *a: calls.append(a))
+        listed = await client.completions.batch(MODEL, ["a", "b !status:422"], progress=lambda *a: calls.append(a))
+    assert result.ok == 25
+    assert calls[:25] == [(n, None, n, 0) for n in range(1, 26)]
+    assert sorted(calls[25:]) == [(1, 2, 0, 1), (2, 2, 1, 1)] or sorted(calls[25:]) == [(1, 2, 1, 0), (2, 2, 1, 1)]
+    assert listed.failed == 1
+
+
+async def test_input_errors_surface_without_exception_groups(make_client: Callable[..., AsyncGradient]) -> None:
+    def broken() -> Any:
+        yield "fine"
+        raise OSError("disk gone")
+
+    async with make_client() as client:
+        with pytest.raises(OSError, match="disk gone"):
+            await client.completions.batch(MODEL, broken())
+        with pytest.raises(ValidationError, match="max_concurrency"):
+            await client.completions.batch(MODEL, ["a"], max_concurrency=0)
+        with pytest.raises(ValidationError, match="progress"):
+            await client.completions.batch(MODEL, ["a"], progress="bar")  # type: ignore[arg-type]
+
+
+async def test_rate_limits_space_requests(make_client: Callable[..., AsyncGradient], fake_sleep: FakeSleep) -> None:
+    async with make_client() as client:
+        result = await client.completions.batch(
+            MODEL, ["x" * 40] * 5, requests_per_minute=600, tokens_per_minute=60_000, max_generated_token_count=10
+        )
+    assert result.ok == 5
+    # All five are admitted at once, so each reserves the next slot (the fake sleep does not advance time):
+    # 600 rpm -> 0.1 s apart; 20 estimated tokens each at 1000 tokens/s -> 0.02 s apart.
+    expected = [0.02, 0.04, 0.06, 0.08, 0.1, 0.2, 0.3, 0.4]
+    assert sorted(fake_sleep.waits) == pytest.approx(expected, abs=0.01)
+
+
+async def test_embeddings_batch_chunks_and_orders(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    texts = ["a" * (i % 7 + 1) for i in range(23)]
+    async with make_client() as client:
+        result = await client.embeddings.batch("bge-large", texts, chunk_size=5)
+    assert server.requests == 5
+    assert [item.index for item in result] == list(range(23))
+    assert [item.unwrap() for item in result] == [[float(len(t))] for t in texts]
+
+
+async def _no_sleep(_: float) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+def test_items_are_plain_values() -> None:
+    item: BatchItem[int] = BatchItem(index=0, prompt="p", value=3)
+    assert item.ok and item.unwrap() == 3
+    failed: BatchItem[int] = BatchItem(index=1, prompt="p", error=RateLimitError.__new__(RateLimitError))
+    assert not failed.ok

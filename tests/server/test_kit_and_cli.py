@@ -1,0 +1,89 @@
+"""The test kit (`mock_gradient`, import without FastAPI), `gradient-async serve` settings, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import respx
+
+from gradient_async import AsyncGradient, BaseModel, NotFoundError
+from gradient_async.server.cli import add_arguments, build_settings
+from gradient_async.server.settings import load_credentials
+from gradient_async.testing import MOCK_ADAPTER_ID, MOCK_BASE_URL
+
+
+async def test_mock_gradient_answers_like_the_api(mock_gradient: respx.MockRouter) -> None:
+    async with AsyncGradient(access_token="t", workspace_id="w", base_url=MOCK_BASE_URL) as client:
+        base = (await client.models.list(only_base=True))[-1]
+        assert isinstance(base, BaseModel)
+        adapter = await base.create_adapter(name="x")
+        assert adapter.id == MOCK_ADAPTER_ID
+        assert (await adapter.complete(query="Hi")).generated_output == "mock answer to: Hi"
+        assert (await adapter.fine_tune(samples=["x"])).number_of_trainable_tokens == 8
+        resp = await client.embeddings.create("bge-large", inputs=["a", "b"])
+        assert [e.index for e in resp.embeddings] == [0, 1]
+        mock_gradient["complete"].respond(404, json={"message": "gone", "type": "unknownModelAdapter"})
+        with pytest.raises(NotFoundError):
+            await adapter.complete(query="Hi")
+        await adapter.delete()
+    assert mock_gradient["delete_model"].called
+    assert json.loads(mock_gradient["create_adapter"].calls.last.request.content)["model"]["name"] == "x"
+
+
+def test_testing_module_imports_without_fastapi() -> None:
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "import gradient_async.testing as t; print(t.TEST_WORKSPACE)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "test-workspace"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_serve_settings(tmp_path: Path) -> None:
+    settings, generated = build_settings(parse("--engine", "test", "--data-dir", str(tmp_path)))
+    assert generated is not None and settings.credentials == {generated: {"local-workspace"}}
+    assert (settings.engine, settings.data_dir) == ("test", tmp_path)
+    settings, generated = build_settings(
+        parse("--engine", "test", "--token", "T", "--workspace", "W", "--fail-rate", "0.25", "--rate-limit-rps", "5")
+    )
+    assert generated is None and settings.credentials == {"T": {"W"}}
+    assert (settings.faults.fail_rate, settings.faults.rate_limit_rps) == (0.25, 5)
+    with pytest.raises(ValueError, match="fail_rate"):
+        build_settings(parse("--engine", "test", "--fail-rate", "3"))
+
+
+def test_credentials_file(tmp_path: Path) -> None:
+    path = tmp_path / "creds.json"
+    path.write_text(json.dumps({"credentials": [{"token": "a", "workspaces": ["w1", "w2"]}]}))
+    assert load_credentials(path) == {"a": {"w1", "w2"}}
+    settings, generated = build_settings(parse("--engine", "test", "--config", str(path)))
+    assert generated is None and settings.credentials == {"a": {"w1", "w2"}}
+    path.write_text(json.dumps({"credentials": [{"token": "", "workspaces": ["w"]}]}))
+    with pytest.raises(ValueError, match=r"credentials\[0\].token"):
+        load_credentials(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_credentials(tmp_path / "missing.json")
+
+
+def test_demo_runs_the_seed_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradient_async.cli import main
+
+    code = main(["demo", "--engine", "test", "--prompts", "20", "--data-dir", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "after fine-tuning" in out and "'Dallas Cowboys!'" in out
+    assert "trainable tokens=22" in out
+    assert "batch: 20/20 ok" in out
+    assert "demo-token" not in out
