@@ -142,6 +142,7 @@ def _run_all(knobs: dict[str, Any], n: int, ideal: float) -> dict[str, dict[str,
     rows: dict[str, dict[str, Any]] = {}
     with LoadServerProcess(**knobs) as srv:
         for name, fn in CLIENTS.items():
+            asyncio.run(fn(srv.url, prompts[:CONCURRENCY]))  # warm up: imports, first connections
             srv.reset()
             cpu, start = _cpu(), time.perf_counter()
             ok, failed = asyncio.run(fn(srv.url, prompts))

@@ -337,7 +337,10 @@ class AsyncGradient:
         )
         limiter = self._pool.limiter
         borrower = object()
-        await limiter.acquire_on_behalf_of(borrower)
+        try:  # the common case takes no trip through the event loop
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            await limiter.acquire_on_behalf_of(borrower)
         try:
             logger.debug("request: %s %s", request.method, request.url)
             response = await self._pool.send(request)

@@ -13,6 +13,7 @@ on its own, and costs the item no retry budget (bounded separately by `MAX_RATE_
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +52,15 @@ def collapse_excgroups(exc: BaseException) -> BaseException:
     return exc
 
 
+def _loop_clock() -> Callable[[], float]:
+    """The running loop's clock, looked up once: the same readings as `anyio.current_time()`,
+    without its per-call backend lookup (which costs more than the rest of an item's bookkeeping)."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return anyio.current_time
+
+
 def _check_count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(f"{name} must be an integer >= 1, got {value!r}")
@@ -87,6 +97,8 @@ class BatchRunner(Generic[P, T]):
         rng: random.Random | None = None,
     ) -> None:
         self._call = call
+        if clock is anyio.current_time:
+            clock = _loop_clock()
         max_concurrency = _check_count(max_concurrency, "max_concurrency")
         self._held = _check_count(window if window is not None else 2 * max_concurrency, "window")
         self._retry = retry
@@ -118,7 +130,16 @@ class BatchRunner(Generic[P, T]):
                 tg.start_soon(self._produce, source, make_job, tg, send, held)
                 try:
                     async with recv:
-                        async for message in recv:
+                        while True:
+                            try:  # drain what is ready without a trip through the event loop
+                                message = recv.receive_nowait()
+                            except anyio.WouldBlock:
+                                try:
+                                    message = await recv.receive()
+                                except anyio.EndOfStream:
+                                    break
+                            except anyio.EndOfStream:
+                                break
                             held.release()
                             if isinstance(message, _Fatal):
                                 fatal = message.error
@@ -162,7 +183,10 @@ class BatchRunner(Generic[P, T]):
             index = 0
             try:
                 async for raw in aiter_any(source):
-                    await held.acquire()
+                    try:  # admit a whole window at once instead of one item per loop iteration
+                        held.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await held.acquire()
                     try:
                         job = make_job(index, raw)
                     except GradientError as err:
@@ -175,12 +199,15 @@ class BatchRunner(Generic[P, T]):
 
     async def _work(self, job: Job[P], send: MemoryObjectSendStream[BatchItem[T] | _Fatal]) -> None:
         async with send:
+            message: BatchItem[T] | _Fatal
             try:
-                item = await self._attempts(job)
+                message = await self._attempts(job)
             except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
-                await send.send(_Fatal(exc))
-                return
-            await send.send(item)
+                message = _Fatal(exc)
+            try:  # the buffer holds a whole window, so this rarely has to wait
+                send.send_nowait(message)
+            except anyio.WouldBlock:
+                await send.send(message)
 
     async def _attempts(self, job: Job[P]) -> BatchItem[T]:
         policy = self._retry

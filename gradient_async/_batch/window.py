@@ -105,6 +105,7 @@ class AdaptiveWindow:
         self._limiter = anyio.CapacityLimiter(max_size)
         self._pause_until = -math.inf
         self._pause_served = -math.inf
+        self._pause_done: anyio.Event | None = None  # set when the task sleeping through a pause wakes
         self._last_decrease = -math.inf
         self._throughput = Throughput(clock)
         self.pace: float | None = None  # requests/s once a 429 was seen
@@ -123,7 +124,10 @@ class AdaptiveWindow:
     async def acquire(self) -> Slot:
         """Wait for a slot, any pause, and the pace. Give the slot back with `release(slot)`."""
         slot = Slot()
-        await self._limiter.acquire_on_behalf_of(slot)
+        try:  # the common case takes no trip through the event loop
+            self._limiter.acquire_on_behalf_of_nowait(slot)
+        except anyio.WouldBlock:
+            await self._limiter.acquire_on_behalf_of(slot)
         try:
             await self._wait_pause()
             if self._pacer is not None:
@@ -140,15 +144,25 @@ class AdaptiveWindow:
         self._limiter.release_on_behalf_of(slot)
 
     async def _wait_pause(self) -> None:
+        """Wait out the batch-wide pause. One task sleeps through it; the others wait for that
+        task, so a pause is one sleep however many sends are held back by it."""
         while True:
             until = self._pause_until
             remaining = until - self._clock()
             # `_pause_served` lets a pause end once someone slept through it, even with a fake sleep.
             if remaining <= 0 or until == self._pause_served:
                 return
-            await self._sleep(remaining)
-            if self._pause_until == until:
-                self._pause_served = until
+            if self._pause_done is not None:
+                await self._pause_done.wait()
+                continue
+            done = self._pause_done = anyio.Event()
+            try:
+                await self._sleep(remaining)
+                if self._pause_until == until:
+                    self._pause_served = until
+            finally:
+                self._pause_done = None
+                done.set()
 
     def on_success(self, slot: Slot) -> None:
         rtt = self._clock() - slot.sent_at
