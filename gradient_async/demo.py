@@ -1,9 +1,9 @@
 """`gradient-async demo`: the whole seed story, offline, against the embedded server.
 
-Starts the Gradient-compatible server in-process (no socket, data in a temp dir unless
-`--data-dir`), then through the SDK: list base models, create an adapter, ask the Super Bowl
-question, fine-tune on the answer, ask again, print both answers with tokens, loss and times,
-delete the adapter, and finish with a batch of prompts behind a progress bar.
+Starts the Gradient-compatible server in-process (no socket; data in a per-user cache dir,
+`--data-dir` elsewhere, `--fresh` in a temp dir), then through the SDK: list base models,
+create an adapter, ask the Super Bowl question, fine-tune on the answer, ask again, print both
+answers with tokens, loss and times, delete the adapter, and finish with a batch of prompts behind a progress bar.
 
 Example::
 
@@ -50,7 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompts", type=int, default=200, help="prompts in the closing batch (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="batch requests in flight (default 16)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="keep the server's data here (default: temp dir)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the server's data dir (default: a per-user cache dir, so the local model's converted "
+        "weights are reused; the demo deletes its adapter at the end)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="use a temporary data dir, removed afterwards")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -177,10 +184,15 @@ def run(args: argparse.Namespace) -> int:
         print("error: the demo needs the [server] extra: pip install 'gradient-async[server]'", file=sys.stderr)
         return 2
     try:
-        if args.data_dir is not None:
-            return anyio.run(_main, args, Path(args.data_dir))
-        with tempfile.TemporaryDirectory(prefix="gradient-demo-") as tmp:
-            return anyio.run(_main, args, Path(tmp))
+        if args.fresh:
+            with tempfile.TemporaryDirectory(prefix="gradient-demo-") as tmp:
+                return anyio.run(_main, args, Path(tmp))
+        if args.data_dir is None:
+            from gradient_async.server.settings import default_data_dir
+
+            args.data_dir = default_data_dir().parent / "demo"
+        print(f"data dir: {args.data_dir}")
+        return anyio.run(_main, args, Path(args.data_dir))
     except (GradientError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
