@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -182,18 +183,19 @@ class BatchRunner(Generic[P, T]):
         async with send:
             index = 0
             try:
-                async for raw in aiter_any(source):
-                    try:  # admit a whole window at once instead of one item per loop iteration
-                        held.acquire_nowait()
-                    except anyio.WouldBlock:
-                        await held.acquire()
-                    try:
-                        job = make_job(index, raw)
-                    except GradientError as err:
-                        await send.send(BatchItem(index=index, prompt=raw, error=err))
-                    else:
-                        tg.start_soon(self._work, job, send.clone())
-                    index += 1
+                async with aclosing(aiter_any(source)) as raws:  # closed here, also when cancelled (trio)
+                    async for raw in raws:
+                        try:  # admit a whole window at once instead of one item per loop iteration
+                            held.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await held.acquire()
+                        try:
+                            job = make_job(index, raw)
+                        except GradientError as err:
+                            await send.send(BatchItem(index=index, prompt=raw, error=err))
+                        else:
+                            tg.start_soon(self._work, job, send.clone())
+                        index += 1
             except Exception as exc:  # the caller's iterable failed: stop the batch with its error
                 await send.send(_Fatal(exc))
 
