@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
 from gradient_async._batch.items import Job
@@ -22,7 +22,7 @@ __all__ = ["Tokenizer", "aiter_any", "completion_job", "estimate_tokens", "known
 Tokenizer = Callable[[str], int]
 
 
-async def aiter_any(source: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+async def aiter_any(source: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
     """Iterate a sync or async iterable, lazily."""
     if isinstance(source, AsyncIterable):
         async for value in source:
