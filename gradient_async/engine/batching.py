@@ -21,7 +21,9 @@ __all__ = ["DynamicBatcher"]
 @dataclass
 class _Slot:
     request: GenerationRequest
-    done: anyio.Event = field(default_factory=anyio.Event)
+    wake: anyio.Event = field(default_factory=anyio.Event)  # set when finished or made leader
+    finished: bool = False
+    leader: bool = False
     result: GenerationResult | None = None
     error: BaseException | None = None
 
@@ -30,10 +32,12 @@ class DynamicBatcher:
     """Groups concurrent `generate` calls into engine batches of at most `max_batch_size`.
 
     The first caller to find no batch running becomes the leader: it waits up to
-    `max_wait_s` for company, runs the batch (shielded, so a cancelled caller
-    never strands the others), and keeps draining while work is queued. An
-    `EngineError` in a multi-request batch is retried request by request, so
-    one bad request fails only itself.
+    `max_wait_s` for company and runs batches (shielded, so a cancelled caller
+    never strands the others) until its own request is answered, then hands the
+    lead to the oldest queued caller, so no caller waits longer than the queue
+    ahead of it. An `EngineError` in a multi-request batch is retried request by
+    request, so one bad request fails only itself. A caller cancelled before
+    its request joins a batch is dropped from the queue.
     """
 
     def __init__(self, engine: Engine, *, max_batch_size: int = 32, max_wait_s: float = 0.005) -> None:
@@ -54,24 +58,40 @@ class DynamicBatcher:
         self._queue.append(slot)
         if not self._leader_active:
             self._leader_active = True
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._lead()
-                finally:
-                    self._leader_active = False
-        await slot.done.wait()
+            slot.leader = True
+        else:
+            try:
+                await slot.wake.wait()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    if slot.leader and not slot.finished:
+                        await self._lead(slot)  # promoted just as we were cancelled: pass it on
+                    elif slot in self._queue:
+                        self._queue.remove(slot)
+                raise
+        if not slot.finished:
+            await self._lead(slot)
         if slot.error is not None:
             raise slot.error
         assert slot.result is not None
         return slot.result
 
-    async def _lead(self) -> None:
-        while self._queue:
-            if len(self._queue) < self.max_batch_size and self.max_wait_s > 0:
-                await anyio.sleep(self.max_wait_s)
-            batch = self._queue[: self.max_batch_size]
-            del self._queue[: self.max_batch_size]
-            await self._run(batch)
+    async def _lead(self, own: _Slot) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                while self._queue and not own.finished:
+                    if len(self._queue) < self.max_batch_size and self.max_wait_s > 0:
+                        await anyio.sleep(self.max_wait_s)
+                    batch = self._queue[: self.max_batch_size]
+                    del self._queue[: self.max_batch_size]
+                    await self._run(batch)
+            finally:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leader = True
+                    successor.wake.set()
+                else:
+                    self._leader_active = False
 
     async def _run(self, batch: list[_Slot]) -> None:
         self.batches_run += 1
@@ -93,4 +113,5 @@ class DynamicBatcher:
             for s in batch:
                 s.error = exc
         for s in batch:
-            s.done.set()
+            s.finished = True
+            s.wake.set()

@@ -49,8 +49,13 @@ def local_engine_available() -> str | None:
 
     try:
         importlib.import_module("gradient_async.engine.local")
+        from gradient_async.engine._local_model import locate_gguf
+
+        locate_gguf()
     except ImportError as exc:
         return f"the local engine is not available ({exc}); install the [local] extra"
+    except FileNotFoundError as exc:
+        return f"the local model file is missing ({exc})"
     return None
 
 
