@@ -215,6 +215,7 @@ class BatchRunner(Generic[P, T]):
         policy = self._retry
         stats = self.stats
         attempts = retries = rate_limited = 0
+        started = self._clock()
         while True:
             slot = await self._window.acquire()
             try:
@@ -237,6 +238,9 @@ class BatchRunner(Generic[P, T]):
                 if not (budget_left and policy.is_retryable(err, idempotent=True)):
                     return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
                 wait = policy.compute_wait(rate_limited - 1 if is_429 else retries, err, self._rng)
+                if policy.deadline is not None and self._clock() - started + wait > policy.deadline:
+                    # like the client's own loop: no wait that would end past the item's deadline
+                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
                 if is_429:
                     self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
                 else:

@@ -8,7 +8,14 @@ from typing import Any
 import anyio
 import pytest
 
-from gradient_async import AsyncGradient, BadRequestError, RateLimitError, RetryPolicy, ValidationError
+from gradient_async import (
+    AsyncGradient,
+    BadRequestError,
+    InternalServerError,
+    RateLimitError,
+    RetryPolicy,
+    ValidationError,
+)
 from gradient_async.batch import BatchItem
 from gradient_async.types import Completion
 
@@ -102,6 +109,17 @@ async def test_retries_are_bounded_and_errors_typed(
     assert result.failed == 2
     assert all(item.attempts == 4 and getattr(item.error, "status_code", None) == 503 for item in result)
     assert server.requests == 8
+
+
+async def test_retry_deadline_bounds_each_item(make_client: Callable[..., AsyncGradient], server: FakeServer) -> None:
+    server.fail_every = 1  # every request is a 503
+    # real (tiny) waits: the deadline, not the attempt budget, must end the item
+    policy = RetryPolicy(max_retries=1000, initial_delay=0.01, max_delay=0.01, deadline=0.1)
+    async with make_client() as client:
+        result = await client.completions.batch(MODEL, ["a"], retry=policy)
+    [item] = result
+    assert isinstance(item.error, InternalServerError)
+    assert 2 <= item.attempts < 1000
 
 
 async def test_client_cap_holds_across_two_concurrent_batches(
