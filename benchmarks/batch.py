@@ -91,7 +91,13 @@ async def run_gradientai_threads(url: str, prompts: list[str]) -> tuple[int, int
 
     gradient = Gradient(host=url + "/api", access_token="t", workspace_id="w")
     gradient._api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = CONCURRENCY
-    model = gradient.get_model_adapter(model_adapter_id=MODEL)
+    for attempt in range(5):  # the setup call has no retry of its own either; a 503 here is not the point
+        try:
+            model = gradient.get_model_adapter(model_adapter_id=MODEL)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
 
     def one(prompt: str) -> bool:
         try:
