@@ -48,8 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (default): the local model if its packages import, else the deterministic test engine",
     )
-    parser.add_argument("--prompts", type=int, default=200, help="prompts in the closing batch (default 200)")
-    parser.add_argument("--concurrency", type=int, default=16, help="batch requests in flight (default 16)")
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="prompts in the closing batch (default 64 on the local model, else 200)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="batch requests in flight (default 32 on the local model, else 16)",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -162,7 +172,10 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
         ) as client:
             flipped = await _story(client, max_fine_tunes=max_fine_tunes)
             print("the answer flipped after fine-tuning" if flipped else "the answer did NOT flip after fine-tuning")
-            await _batch(client, prompts=args.prompts, concurrency=args.concurrency, progress=not args.no_progress)
+            local = state.settings.engine == "local"
+            prompts = args.prompts if args.prompts is not None else (64 if local else 200)
+            concurrency = args.concurrency if args.concurrency is not None else (32 if local else 16)
+            await _batch(client, prompts=prompts, concurrency=concurrency, progress=not args.no_progress)
     finally:
         await state.aclose()
     return 0 if flipped else 1
@@ -175,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
         gradient-async demo --engine test --prompts 200
     """
-    if args.prompts < 0 or args.concurrency < 1:
+    if (args.prompts is not None and args.prompts < 0) or (args.concurrency is not None and args.concurrency < 1):
         print("error: --prompts must be >= 0 and --concurrency >= 1", file=sys.stderr)
         return 2
     try:
