@@ -60,7 +60,7 @@ class RetryPolicy:
         initial_delay: backoff base in seconds (attempt n waits up to initial_delay * 2**n).
         max_delay: cap on one backoff wait.
         max_retry_after: a server-asked wait longer than this is not waited for.
-        retry_after_jitter: extra wait on top of Retry-After, as a fraction of it (at least 50 ms).
+        retry_after_jitter: extra wait on top of Retry-After, up to this fraction of it (at least 5 ms).
         deadline: overall seconds for all attempts and waits together; None for no limit.
         retry_statuses: HTTP statuses that are retried.
         sleep: the async sleep used between attempts (tests inject a fake one).
@@ -104,7 +104,7 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry_number` (0-based)."""
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         if retry_after is not None:
-            return retry_after + rng.uniform(0.0, max(0.05, retry_after * self.retry_after_jitter))
+            return retry_after + rng.uniform(0.0, max(0.005, retry_after * self.retry_after_jitter))
         ceiling = min(self.max_delay, self.initial_delay * (2.0**retry_number))
         return rng.uniform(0.0, ceiling)
 

@@ -34,8 +34,9 @@ __all__ = ["AdaptiveWindow", "Slot", "Throughput"]
 
 PACE_GROWTH = 0.05
 """Pace increase per success, in requests/s: the pace grows ~5 % per second it is sustained."""
-PACE_HEADROOM = 0.97
-"""Fraction of the measured success rate the pace restarts at after a 429."""
+PACE_HEADROOM = 1.0
+"""Fraction of the measured success rate the pace restarts at after a 429 (the rate itself: the 429s
+that triggered the decrease already show where the limit is)."""
 
 
 class Slot:
