@@ -92,8 +92,31 @@ def _make_app(data_dir: Path, faults: FaultSettings | None = None) -> FastAPI:
     return create_app(settings)
 
 
+class _ServerViews:
+    """What both server fixtures expose about the running app."""
+
+    app: FastAPI
+
+    @property
+    def state(self) -> ServerState:
+        state: ServerState = self.app.state.gradient
+        return state
+
+    @property
+    def faults(self) -> FaultSettings:
+        return self.state.settings.faults
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        return self.state.calls
+
+    @property
+    def base_model_ids(self) -> list[str]:
+        return [b.id for b in self.state.base_models]
+
+
 @dataclass
-class GradientServer:
+class GradientServer(_ServerViews):
     """The in-process server of the `gradient_server` fixture.
 
     Attributes: `client` (an `AsyncGradient` for `workspace`), `faults` (change them any time),
@@ -112,23 +135,6 @@ class GradientServer:
     workspace: str = TEST_WORKSPACE
     base_url: str = _IN_PROCESS_URL
     _clients: list[AsyncGradient] = field(default_factory=list, repr=False)
-
-    @property
-    def state(self) -> ServerState:
-        state: ServerState = self.app.state.gradient
-        return state
-
-    @property
-    def faults(self) -> FaultSettings:
-        return self.state.settings.faults
-
-    @property
-    def calls(self) -> list[CallRecord]:
-        return self.state.calls
-
-    @property
-    def base_model_ids(self) -> list[str]:
-        return [b.id for b in self.state.base_models]
 
     def make_client(
         self,
@@ -185,7 +191,7 @@ async def gradient_server(tmp_path: Path) -> AsyncIterator[GradientServer]:
 
 
 @dataclass
-class GradientServerURL:
+class GradientServerURL(_ServerViews):
     """The server of the `gradient_server_url` fixture, on a loopback port.
 
     Attributes: `url` (the API base URL, ending in `/api`), `root_url`, `token`, `workspace`,
@@ -213,23 +219,6 @@ class GradientServerURL:
             "GRADIENT_ACCESS_TOKEN": self.token,
             "GRADIENT_WORKSPACE_ID": self.workspace,
         }
-
-    @property
-    def state(self) -> ServerState:
-        state: ServerState = self.app.state.gradient
-        return state
-
-    @property
-    def faults(self) -> FaultSettings:
-        return self.state.settings.faults
-
-    @property
-    def calls(self) -> list[CallRecord]:
-        return self.state.calls
-
-    @property
-    def base_model_ids(self) -> list[str]:
-        return [b.id for b in self.state.base_models]
 
 
 @contextmanager

@@ -10,7 +10,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -18,7 +18,7 @@ from gradient_async._client import AsyncGradient
 from gradient_async._config import DEFAULT_BASE_URL, ClientConfig, Secret
 from gradient_async.langchain._runtime import ClientRuntime, ClientSettings
 
-__all__ = ["CREDENTIAL_FIELDS", "fill_from_env", "make_runtime"]
+__all__ = ["CREDENTIAL_FIELDS", "RuntimeSettings", "attach_runtime", "fill_from_env", "make_runtime"]
 
 CREDENTIAL_FIELDS = {
     "gradient_access_token": "GRADIENT_ACCESS_TOKEN",
@@ -100,3 +100,38 @@ def make_runtime(
         timeout=timeout,
     )
     return ClientRuntime(settings)
+
+
+class RuntimeSettings(Protocol):
+    """The fields `GradientLLM` and `GradientEmbeddings` share with LangChain's classes."""
+
+    client: AsyncGradient | None
+    gradient_access_token: SecretStr | None
+    gradient_workspace_id: str | None
+    gradient_api_url: str
+    max_retries: int
+    max_concurrency: int | None
+    timeout: float | None
+
+    @property
+    def model_fields_set(self) -> set[str]: ...
+
+
+def attach_runtime(owner: RuntimeSettings) -> ClientRuntime:
+    """`make_runtime` for a LangChain object's own fields; with a shared client, its workspace
+    and URL are copied back so the object describes the client it really uses."""
+    runtime = make_runtime(
+        type(owner).__name__,
+        client=owner.client,
+        access_token=owner.gradient_access_token,
+        workspace_id=owner.gradient_workspace_id,
+        api_url=owner.gradient_api_url,
+        max_retries=owner.max_retries,
+        max_concurrency=owner.max_concurrency,
+        timeout=owner.timeout,
+        explicit=owner.model_fields_set,
+    )
+    if owner.client is not None:
+        owner.gradient_workspace_id = owner.client.workspace_id
+        owner.gradient_api_url = owner.client.base_url
+    return runtime

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 
 from gradient_async._client import AsyncGradient
 from gradient_async._config import DEFAULT_BASE_URL
-from gradient_async.langchain._common import fill_from_env, make_runtime
+from gradient_async.langchain._common import attach_runtime, fill_from_env
 from gradient_async.langchain._runtime import ClientRuntime
 
 __all__ = ["GradientEmbeddings"]
@@ -74,20 +74,7 @@ class GradientEmbeddings(BaseModel, Embeddings):
 
     @model_validator(mode="after")
     def _build_runtime(self) -> Self:
-        self._runtime = make_runtime(
-            type(self).__name__,
-            client=self.client,
-            access_token=self.gradient_access_token,
-            workspace_id=self.gradient_workspace_id,
-            api_url=self.gradient_api_url,
-            max_retries=self.max_retries,
-            max_concurrency=self.max_concurrency,
-            timeout=self.timeout,
-            explicit=self.model_fields_set,
-        )
-        if self.client is not None:
-            self.gradient_workspace_id = self.client.workspace_id
-            self.gradient_api_url = self.client.base_url
+        self._runtime = attach_runtime(self)
         return self
 
     @property

@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from gradient_async._client import AsyncGradient
 from gradient_async._config import DEFAULT_BASE_URL
 from gradient_async._retry import RetryPolicy
-from gradient_async.langchain._common import fill_from_env, make_runtime
+from gradient_async.langchain._common import attach_runtime, fill_from_env
 from gradient_async.langchain._feeder import CURRENT_FEEDER, engine_feeder
 from gradient_async.langchain._runtime import ClientRuntime
 from gradient_async.resources.completions import build_complete_body
@@ -147,20 +147,7 @@ class GradientLLM(BaseLLM):
         if unknown:
             raise ValueError(f"model_kwargs has unknown key(s) {unknown}; allowed: {sorted(_MODEL_KWARGS)}")
         build_complete_body("x", {k: v for k, v in kwargs.items() if k in _COMPLETION_KEYS})
-        self._runtime = make_runtime(
-            type(self).__name__,
-            client=self.client,
-            access_token=self.gradient_access_token,
-            workspace_id=self.gradient_workspace_id,
-            api_url=self.gradient_api_url,
-            max_retries=self.max_retries,
-            max_concurrency=self.max_concurrency,
-            timeout=self.timeout,
-            explicit=self.model_fields_set,
-        )
-        if self.client is not None:
-            self.gradient_workspace_id = self.client.workspace_id
-            self.gradient_api_url = self.client.base_url
+        self._runtime = attach_runtime(self)
         return self
 
     # -- LangChain's required surface ---------------------------------------------------------
