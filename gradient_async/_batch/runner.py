@@ -22,6 +22,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from gradient_async._batch.inputs import aiter_any
@@ -132,7 +133,10 @@ class BatchRunner(Generic[P, T]):
                 try:
                     async with recv:
                         while True:
-                            try:  # drain what is ready without a trip through the event loop
+                            # Drain what is ready without a trip through the event loop, but still
+                            # stop at once when the caller was cancelled (a free check otherwise).
+                            await anyio.lowlevel.checkpoint_if_cancelled()
+                            try:
                                 message = recv.receive_nowait()
                             except anyio.WouldBlock:
                                 try:
@@ -206,10 +210,13 @@ class BatchRunner(Generic[P, T]):
                 message = await self._attempts(job)
             except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
                 message = _Fatal(exc)
-            try:  # the buffer holds a whole window, so this rarely has to wait
-                send.send_nowait(message)
-            except anyio.WouldBlock:
-                await send.send(message)
+            try:
+                try:  # the buffer holds a whole window, so this rarely has to wait
+                    send.send_nowait(message)
+                except anyio.WouldBlock:
+                    await send.send(message)
+            except anyio.BrokenResourceError:
+                pass  # the consumer stopped (cancelled, fail_fast, or left early): the batch is being torn down
 
     async def _attempts(self, job: Job[P]) -> BatchItem[T]:
         policy = self._retry

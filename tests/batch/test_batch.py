@@ -265,3 +265,21 @@ def test_items_are_plain_values() -> None:
     assert item.ok and item.unwrap() == 3
     failed: BatchItem[int] = BatchItem(index=1, prompt="p", error=RateLimitError.__new__(RateLimitError))
     assert not failed.ok
+
+
+async def test_cancelling_the_consumer_stops_the_stream_at_once(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    yielded = 0
+    async with make_client(max_concurrency=16) as client:
+        with anyio.CancelScope() as scope:
+            async with client.completions.stream_batch(MODEL, [f"p{i}" for i in range(200)], window=64) as stream:
+                async for _item in stream:
+                    yielded += 1
+                    if yielded == 1:
+                        await anyio.sleep(0.05)  # let finished items pile up, ready to be handed over
+                    if yielded == 5:
+                        scope.cancel()
+        assert scope.cancelled_caught
+        assert client._pool.limiter.borrowed_tokens == 0
+    assert yielded == 5  # ready items are not handed out after the cancel
