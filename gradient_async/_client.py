@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -146,7 +147,7 @@ class AsyncGradient:
             raise ValidationError("pass either http_client or transport, not both")
         policy = retry or RetryPolicy()
         if not isinstance(max_retries, NotGiven):
-            policy = RetryPolicy(**{**_policy_fields(policy), "max_retries": max_retries})
+            policy = dataclasses.replace(policy, max_retries=max_retries)
         overrides: dict[str, Any] = {
             "retry": policy,
             "default_headers": tuple((default_headers or {}).items()),
@@ -253,7 +254,7 @@ class AsyncGradient:
         """
         policy = given(retry, self._config.retry)
         if not isinstance(max_retries, NotGiven):
-            policy = RetryPolicy(**{**_policy_fields(policy), "max_retries": max_retries})
+            policy = dataclasses.replace(policy, max_retries=max_retries)
         changes: dict[str, Any] = {"retry": policy}
         if not isinstance(timeout, NotGiven):
             changes["timeout"] = to_httpx_timeout(timeout)
@@ -371,10 +372,6 @@ class AsyncGradient:
                 self._urls.clear()
             self._urls[key] = url
         return url
-
-
-def _policy_fields(policy: RetryPolicy) -> dict[str, Any]:
-    return {name: getattr(policy, name) for name in policy.__dataclass_fields__}
 
 
 def _dumps(payload: Any) -> bytes:

@@ -18,10 +18,10 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
-from dataclasses import fields
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
@@ -73,8 +73,7 @@ def batch_policy(client: AsyncGradient, retry: RetryPolicy | None) -> RetryPolic
     policy = client.config.retry
     if policy.max_retries >= BATCH_MIN_RETRIES:
         return policy
-    values = {f.name: getattr(policy, f.name) for f in fields(policy)}
-    return RetryPolicy(**{**values, "max_retries": BATCH_MIN_RETRIES})
+    return dataclasses.replace(policy, max_retries=BATCH_MIN_RETRIES)
 
 
 class BatchStream(Generic[T]):
