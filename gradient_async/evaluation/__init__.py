@@ -11,6 +11,7 @@ Example::
 """
 
 from gradient_async.evaluation.dataset import EvalItem, EvalItems, load_items
+from gradient_async.evaluation.report import markdown_summary, render_html, write_report
 from gradient_async.evaluation.results import (
     Disagreement,
     EvalResult,
@@ -55,6 +56,9 @@ __all__ = [
     "bootstrap_ci",
     "evaluate",
     "load_items",
+    "markdown_summary",
     "mcnemar_exact",
+    "render_html",
     "resolve_scorers",
+    "write_report",
 ]

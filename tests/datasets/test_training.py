@@ -77,7 +77,7 @@ def test_bad_data_is_named_before_sending(tmp_path: Path) -> None:
         load_samples(["fine", 42])  # type: ignore[list-item]
     with pytest.raises(ValidationError, match="no samples"):
         load_samples([])
-    with pytest.raises(ValidationError, match="sample 0 is .* bytes, over max_request_bytes=100"):
+    with pytest.raises(ValidationError, match=r"sample 0 is .* bytes, over max_request_bytes=100"):
         plan_steps(load_samples(["x" * 200]), max_request_bytes=100)
     with pytest.raises(ValidationError, match="batch_size must be an integer >= 1"):
         plan_steps(load_samples(["x"]), batch_size=0)
