@@ -3,7 +3,9 @@
 Starts the Gradient-compatible server in-process (no socket; data in a per-user cache dir,
 `--data-dir` elsewhere, `--fresh` in a temp dir), then through the SDK: list base models,
 create an adapter, ask the Super Bowl question, fine-tune on the answer, ask again, print both
-answers with tokens, loss and times, delete the adapter, and finish with a batch of prompts behind a progress bar.
+answers with tokens, loss and times, delete the adapter, run a batch of prompts behind a progress bar, and
+finish with an evaluation: a few questions scored before and after a fine-tune run, a table, and an HTML
+report in the data dir (`gradient_async.evaluation.demo`).
 
 Example::
 
@@ -135,6 +137,14 @@ async def _batch(client: AsyncGradient, *, prompts: int, concurrency: int, progr
         print(f"  e.g. {queries[first.index].strip()!r} -> {first.value.generated_output.strip()!r}")
 
 
+async def _evaluation(client: AsyncGradient, data_dir: Path, *, local: bool, fresh: bool) -> None:
+    from gradient_async.evaluation.demo import demo_evaluation
+
+    base = (await client.models.list(only_base=True))[-1]
+    out_dir = Path(tempfile.gettempdir()) / "gradient-async-demo" if fresh else data_dir
+    await demo_evaluation(client, base_id=base.id, out_dir=out_dir, epochs=3 if local else 2)
+
+
 def _build_app(engine: str, data_dir: Path) -> FastAPI:
     from gradient_async.server.app import create_app
     from gradient_async.server.settings import ServerSettings, local_engine_available
@@ -176,6 +186,7 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
             prompts = args.prompts if args.prompts is not None else (64 if local else 200)
             concurrency = args.concurrency if args.concurrency is not None else (32 if local else 16)
             await _batch(client, prompts=prompts, concurrency=concurrency, progress=not args.no_progress)
+            await _evaluation(client, data_dir, local=local, fresh=args.fresh)
     finally:
         await state.aclose()
     return 0 if flipped else 1

@@ -58,6 +58,10 @@ def _item(raw: object, default_id: Any, where: str) -> EvalItem:
     if not isinstance(query, str) or not query:
         raise ValidationError(f"{where}: 'query' must be a non-empty string, got {query!r:.60}")
     expected = fields.pop("expected", None)
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        expected = str(expected)
+    if isinstance(expected, list):
+        expected = [str(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else e for e in expected]
     if isinstance(expected, str):
         answers: tuple[str, ...] = (expected,)
     elif isinstance(expected, list) and expected and all(isinstance(e, str) for e in expected):

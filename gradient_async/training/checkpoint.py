@@ -97,6 +97,11 @@ def _apply(state: CheckpointState, record: dict[str, Any], path: Path, number: i
         if step not in state.confirmed:
             state.uncertain.add(step)
     elif kind == "confirmed":
+        ok = isinstance(record.get("trainable_tokens"), int) and isinstance(record.get("sum_loss"), (int, float))
+        if not ok or not isinstance(record.get("digest"), str):
+            raise CheckpointError(
+                f"checkpoint {path} line {number}: a confirmed step without its tokens, loss or digest"
+            )
         state.uncertain.discard(step)
         state.confirmed[step] = record
     elif kind == "rejected":

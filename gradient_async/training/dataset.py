@@ -91,14 +91,19 @@ def _iter_source(data: SampleSource) -> Iterable[tuple[str, Any]]:
         path = Path(data)
         if not path.is_file():
             raise ValidationError(f"training data not found: {path} (pass a JSONL file, one sample per line)")
-        with path.open(encoding="utf-8") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield f"{path}:{number}", json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise ValidationError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        try:
+            with path.open(encoding="utf-8") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        yield f"{path}:{number}", json.loads(raw)
+                    except json.JSONDecodeError as exc:
+                        raise ValidationError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise ValidationError(f"cannot read training data {path}: {exc.strerror or exc}") from None
         return
     if isinstance(data, (bytes, Mapping)):
         raise ValidationError("training data must be a JSONL path or a list of samples, e.g. [{'inputs': 'text'}]")

@@ -184,3 +184,37 @@ async def test_per_epoch_evaluation(gradient_server: GradientServer, tmp_path: P
         resume=True,
     )
     assert again.sent == 0 and [e.scores for e in again.epochs] == [e.scores for e in run.epochs]
+
+
+def test_hostile_files(tmp_path: Path) -> None:
+    binary = tmp_path / "train.bin"
+    binary.write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(ValidationError, match="not UTF-8"):
+        load_samples(binary)
+    with pytest.raises(ValidationError, match="not found"):
+        load_samples(_dir_link(tmp_path))
+
+
+def _dir_link(tmp_path: Path) -> Path:
+    """A .jsonl name that is really a directory."""
+    target = tmp_path / "adir"
+    target.mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    return link
+
+
+async def test_checkpoint_with_a_damaged_record_is_refused(gradient_server: GradientServer, tmp_path: Path) -> None:
+    adapter_id = await _adapter(gradient_server)
+    ckpt = tmp_path / "ckpt.jsonl"
+    await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], batch_size=2, checkpoint=ckpt)
+    lines = ckpt.read_text().splitlines()
+    lines[2] = json.dumps({"type": "confirmed", "step": 1})  # no tokens, loss or digest
+    ckpt.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CheckpointError, match="line 3"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], batch_size=2, checkpoint=ckpt, resume=True)
+    ckpt.write_text("garbage\n" + "\n".join(lines) + "\n")
+    with pytest.raises(CheckpointError, match="corrupt at line 1"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], batch_size=2, checkpoint=ckpt, resume=True)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], checkpoint=tmp_path, resume=True)
