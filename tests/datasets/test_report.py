@@ -124,9 +124,8 @@ def test_bars_and_whiskers_are_drawn_to_scale(tmp_path: Path) -> None:
     )
 
 
-def _line_ends(img: Image, color: tuple[int, ...]) -> tuple[float, float, int]:
-    """Mean y of `color` at its leftmost and rightmost columns, and how many columns it covers."""
-    mask = _mask(img, color, 10)
+def _line_ends(mask: np.ndarray) -> tuple[float, float, int]:
+    """Mean y of a line's pixels at its leftmost and rightmost columns, and how many columns it covers."""
     counts = mask.sum(axis=0)
     xs = np.flatnonzero((counts > 0) & (counts < 40))  # drops legend swatches (a 12 px square)
     xs = xs[xs < 24 + 56 + 520 + 6]  # the plot (page margin + left pad + width), not the legend
@@ -136,14 +135,16 @@ def _line_ends(img: Image, color: tuple[int, ...]) -> tuple[float, float, int]:
 
 
 def test_loss_curve_goes_down_and_epoch_scores_go_up(tmp_path: Path) -> None:
-    page, _ = write_report(tmp_path / "loss.html", run=_run(False))
-    img = screenshot(page, tmp_path, width=1000, height=450)
-    top, bottom, width = _line_ends(img, BLUE)
+    page, _ = write_report(tmp_path / "run.html", run=_run(True))
+    blue = _mask(screenshot(page, tmp_path, width=1000, height=800), BLUE, 10)
+    rows = np.flatnonzero(blue[:, : 24 + 56 + 520 + 6].any(axis=1))
+    split = int(rows[np.argmax(np.diff(rows))] + 1)  # the gap between the two charts
+    loss, scores = blue.copy(), blue.copy()
+    loss[split:], scores[:split] = False, False
+    top, bottom, width = _line_ends(loss)
     assert bottom - top > 150 and width > 400  # from the top-left to the bottom-right of the plot
-    page, _ = write_report(tmp_path / "scores.html", run=_run(True))
-    img = screenshot(page, tmp_path, width=1000, height=900)
-    rows = np.flatnonzero(_mask(img, BLUE, 10).any(axis=1))
-    assert rows.size and rows[-1] > 400  # the second chart (scores per epoch) is drawn below the loss curve
+    low, high, width = _line_ends(scores)
+    assert low - high > 100 and width > 400  # 0.3 -> 0.9 on a 220 px plot: up by 132 px
 
 
 def test_disagreements_are_side_by_side_and_nothing_overflows(tmp_path: Path) -> None:
