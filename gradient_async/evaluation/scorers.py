@@ -235,7 +235,7 @@ class Similarity:
         texts: list[str] = []
         for item, answer in answered:
             texts.append(answer if answer.strip() else " ")
-            texts.extend(item.expected)
+            texts.extend(e if e.strip() else " " for e in item.expected)
         result = await client.embeddings.batch(self.model, texts)
         out: list[Score] = []
         pos = 0
