@@ -43,6 +43,18 @@ def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
     return parts
 
 
+def _open(kind: str, width: float, height: float, title: str, title_x: float) -> list[str]:
+    """The opening of a chart: the svg element, a white background and the title."""
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart {kind}" viewBox="0 0 {_fmt(width)} {_fmt(height)}" '
+        f'width="{_fmt(width)}" height="{_fmt(height)}" role="img" aria-label="{escape(title)}">',
+        '<rect width="100%" height="100%" fill="#ffffff"/>',
+    ]
+    if title:
+        parts.append(_text(title_x, 16, title, anchor="start", size=13, extra='font-weight="bold"'))
+    return parts
+
+
 def _legend_width(names: Sequence[str]) -> float:
     return 30.0 + 7.5 * max((min(len(n), 40) for n in names), default=0)
 
@@ -61,13 +73,7 @@ def bar_chart(groups: Sequence[tuple[str, Sequence[Bar]]], *, title: str = "") -
     width = legend_x + _legend_width(series)
     height = pad_t + plot_h + 56 + max(0, len(series) * 18 - 40)
     base_y = pad_t + plot_h
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bar-chart" viewBox="0 0 {_fmt(width)} {_fmt(height)}" '
-        f'width="{_fmt(width)}" height="{_fmt(height)}" role="img" aria-label="{escape(title)}">',
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
-    ]
-    if title:
-        parts.append(_text(pad_l, 16, title, anchor="start", size=13, extra='font-weight="bold"'))
+    parts = _open("bar-chart", width, height, title, pad_l)
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = base_y - tick * plot_h
         parts.append(
@@ -131,13 +137,7 @@ def line_chart(
     def sy(y: float) -> float:
         return pad_t + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart line-chart" viewBox="0 0 {_fmt(width)} {_fmt(height)}" '
-        f'width="{_fmt(width)}" height="{_fmt(height)}" role="img" aria-label="{escape(title)}">',
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
-    ]
-    if title:
-        parts.append(_text(pad_l, 16, title, anchor="start", size=13, extra='font-weight="bold"'))
+    parts = _open("line-chart", width, height, title, pad_l)
     for k in range(5):
         value = y_lo + (y_hi - y_lo) * k / 4
         y = sy(value)

@@ -160,29 +160,11 @@ async def test_per_epoch_evaluation(gradient_server: GradientServer, tmp_path: P
         {"query": f"Question: what is {i} + {i}?\n\nAnswer:", "expected": str(2 * i)} for i in range(10)
     ]
     ckpt = tmp_path / "ckpt.jsonl"
-    run = await fine_tune_run(
-        gradient_server.client,
-        adapter_id,
-        SAMPLES,
-        epochs=2,
-        batch_size=5,
-        eval_data=items,
-        scorers=["exact", "number"],
-        checkpoint=ckpt,
-    )
+    options: dict[str, Any] = {"epochs": 2, "batch_size": 5, "eval_data": items, "scorers": ["exact", "number"]}
+    run = await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, checkpoint=ckpt, **options)
     assert [e.scores for e in run.epochs] == [{"exact": 1.0, "number": 1.0}] * 2
     assert run.epochs[0].evaluation is not None and run.epochs[0].evaluation["n"] == 10
-    again = await fine_tune_run(
-        gradient_server.client,
-        adapter_id,
-        SAMPLES,
-        epochs=2,
-        batch_size=5,
-        eval_data=items,
-        scorers=["exact", "number"],
-        checkpoint=ckpt,
-        resume=True,
-    )
+    again = await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, checkpoint=ckpt, resume=True, **options)
     assert again.sent == 0 and [e.scores for e in again.epochs] == [e.scores for e in run.epochs]
 
 
