@@ -13,13 +13,16 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import sys
-from collections.abc import Callable, Mapping
+from asyncio import _get_running_loop
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 import httpx
@@ -39,11 +42,14 @@ from gradient_async._errors import (
     APIResponseValidationError,
     APITimeoutError,
     ClientClosedError,
+    GradientError,
+    RateLimitError,
     ValidationError,
     make_status_error,
 )
-from gradient_async._retry import RetryHook, RetryPolicy, build_retrying, logger
-from gradient_async._transport import AutoTransport
+from gradient_async._logs import setup_logging
+from gradient_async._retry import RetryEvent, RetryHook, RetryPolicy, logger
+from gradient_async._transport import AutoTransport, ResponseTooLarge
 from gradient_async._version import __version__
 
 if TYPE_CHECKING:
@@ -53,51 +59,164 @@ if TYPE_CHECKING:
     from gradient_async.resources.fine_tunes import AsyncFineTunes
     from gradient_async.resources.models import AsyncModels
 
-__all__ = ["AsyncGradient", "RequestOptions", "USER_AGENT"]
+__all__ = ["AsyncGradient", "RawResponse", "RequestOptions", "USER_AGENT", "request_id_of"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 USER_AGENT: Final = f"gradient-async/{__version__} ({sys.platform}; python {sys.version_info[0]}.{sys.version_info[1]})"
 
 
-@dataclass(frozen=True)
+_IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOptions:
-    """One API call, as a resource describes it. The client turns it into HTTP attempts."""
+    """One API call, as a resource describes it. The client turns it into HTTP attempts.
+
+    `idempotent` None (the default) derives it from the method: GET/DELETE may be repeated, POST
+    may not (unless the resource says so, as completions and embeddings do). `timeout`,
+    `max_retries` and the `extra_*` fields are the per-call options every resource method takes.
+
+    Example::
+
+        RequestOptions("POST", f"/models/{model_id}/complete", json=body, idempotent=True)
+    """
 
     method: str
     path: str
     json: Any = None
     params: Mapping[str, str] | None = None
-    idempotent: bool = True
+    idempotent: bool | None = None
     timeout: TimeoutTypes | NotGiven = NOT_GIVEN
     max_retries: int | NotGiven = NOT_GIVEN
     on_retry: RetryHook | None = None
+    extra_headers: Mapping[str, str] | None = None
+    extra_query: Mapping[str, str] | None = None
+    extra_body: Mapping[str, Any] | None = None
+
+    @property
+    def is_idempotent(self) -> bool:
+        """Whether the call may be repeated after it may have reached the server."""
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method.upper() in _IDEMPOTENT_METHODS
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeouts:
+    """A timeout setting resolved once: httpx's per-phase fields, the whole-attempt bound, the slot wait."""
+
+    ext: dict[str, float | None]
+    attempt: float | None
+    pool: float | None
+
+    @classmethod
+    def of(cls, timeout: httpx.Timeout) -> _Timeouts:
+        return cls(ext=timeout.as_dict(), attempt=timeout.read, pool=timeout.pool)
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse(Generic[T]):
+    """What `client.with_raw_response(...)` returns: the parsed value and the HTTP response it came from.
+
+    Example::
+
+        raw = await client.with_raw_response(client.completions.create, model_id, query="Hi")
+        print(raw.status_code, raw.request_id, raw.headers["content-type"], raw.parsed.generated_output)
+    """
+
+    parsed: T
+    http_response: httpx.Response
+    retries_taken: int = 0
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.http_response.headers
+
+    @property
+    def status_code(self) -> int:
+        return self.http_response.status_code
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_of(self.http_response)
+
+    def parse(self) -> T:
+        """The parsed value (as openai-python's `LegacyAPIResponse.parse()`)."""
+        return self.parsed
+
+
+_RAW_SINK: ContextVar[list[tuple[httpx.Response, int]] | None] = ContextVar("gradient_raw_sink", default=None)
+_UNBOUND: Final = object()
+_STOCK_TRANSPORT_LOOKUP: Final = getattr(httpx.AsyncClient, "_transport_for_url", None)
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # aclose(timeout=...) drains: no new call starts, calls in flight may finish
+    CLOSED = "closed"  # no attempt starts; the transport is closed for good
 
 
 class _Pool:
-    """What `with_options` copies share: the HTTP client, the limiter, the open/closed state."""
+    """What `with_options` copies share: the transport, the concurrency slots, the open/closed state,
+    and the event loop they belong to."""
 
-    def __init__(self, http: httpx.AsyncClient, *, owns_http: bool, max_concurrency: int) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        max_concurrency: int,
+        max_response_bytes: int,
+    ) -> None:
         self.http = http
-        self.owns_http = owns_http
+        self.transport = transport  # the transport we built; None for a user's http_client
         self.max_concurrency = max_concurrency
-        self.closed = False
+        self.max_response_bytes = max_response_bytes
+        self.state = _State.OPEN
+        self.active = 0  # calls in flight (between their start and their result)
+        self.drained: anyio.Event | None = None
+        self.loop: object = _UNBOUND
         self._limiter: anyio.CapacityLimiter | None = None
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
-        """Send through our own client's transport directly (skipping httpx's auth, redirect,
-        cookie and hook machinery, which the Gradient API never uses); a user's client is
-        always used through its public `send`."""
-        if not self.owns_http:
-            return await self.http.send(request)
-        transport = self.http._transport_for_url(request.url)
-        response = await transport.handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+    @property
+    def closed(self) -> bool:
+        return self.state is not _State.OPEN
+
+    def bind_loop(self) -> None:
+        """Tie the pool to the event loop of its first call; a call from another loop is a clear error."""
+        loop = _get_running_loop()
+        if self.loop is _UNBOUND:
+            self.loop = loop  # None under trio, which then skips the per-call check
+            return
+        raise GradientError(
+            "this AsyncGradient is being used on a different event loop than the one it was first used on. "
+            "A client (its connection pool, its limits) belongs to one event loop: create the client inside "
+            "the coroutine you pass to asyncio.run() (or one client per loop/thread), and close it there."
+        )
+
+    # -- the concurrency slot: the one place a call waits for room (swap point for _limiter.py) --
+
+    async def acquire(self, wait: float | None) -> object:
+        """A concurrency slot, waiting at most `wait` seconds (the pool timeout) for one."""
+        limiter = self.limiter
+        borrower = object()
+        try:  # the common case takes no trip through the event loop
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            if wait is None:
+                await limiter.acquire_on_behalf_of(borrower)
+            else:
+                try:
+                    with anyio.fail_after(wait):
+                        await limiter.acquire_on_behalf_of(borrower)
+                except TimeoutError:
+                    raise _SlotTimeout(wait) from None
+        return borrower
+
+    def release(self, borrower: object) -> None:
+        self.limiter.release_on_behalf_of(borrower)
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -106,19 +225,88 @@ class _Pool:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         return self._limiter
 
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send through the transport we built (skipping httpx's auth, redirect, cookie and hook
+        machinery, which the Gradient API never uses). A user's client, or httpx's transport lookup
+        patched by respx (`respx.mock(using="httpx")`), is used through the public `send`.
+        Bodies over `max_response_bytes` raise ResponseTooLarge, without being read whole."""
+        transport = self.transport
+        if transport is None or getattr(httpx.AsyncClient, "_transport_for_url", None) is not _STOCK_TRANSPORT_LOOKUP:
+            response = await self.http.send(request, stream=True)
+        else:
+            response = await transport.handle_async_request(request)
+            response.request = request
+        limit = self.max_response_bytes
+        try:
+            content = response.content  # already whole: our aiohttp transport (capped there), mocks
+        except httpx.ResponseNotRead:
+            pass
+        else:
+            if len(content) > limit:
+                raise ResponseTooLarge(response, len(content), limit)
+            return response
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise ResponseTooLarge(response, int(declared), limit)
+            chunks: list[bytes] = []
+            size = 0
+            raw = response.aiter_raw()
+            try:
+                async for chunk in raw:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ResponseTooLarge(response, size, limit)
+                    chunks.append(chunk)
+            finally:
+                close = getattr(raw, "aclose", None)  # an async generator: close it here, not in the GC
+                if close is not None:
+                    await close()
+        finally:
+            await response.aclose()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            await self.http.aclose()
+
+
+class _SlotTimeout(Exception):
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    """The server's request id (`x-request-id`, or `x-gradient-request-id`), if it sent one."""
+    headers = response.headers
+    found: str | None = headers.get("x-request-id") or headers.get("x-gradient-request-id")
+    return found
+
 
 class AsyncGradient:
-    """Async client for the Gradient AI API. One per application; share it between tasks.
+    """Async client for the Gradient AI API. One per application (and event loop); share it between tasks.
 
     Args:
         access_token: bearer token; default GRADIENT_ACCESS_TOKEN.
         workspace_id: workspace; default GRADIENT_WORKSPACE_ID.
         base_url: API root including `/api`; default GRADIENT_API_URL or https://api.gradient.ai/api.
         timeout: seconds, an `httpx.Timeout`, or None for no timeout (default 120 s, 10 s to connect).
+            Seconds bound each attempt as a whole (connect, send, wait, body); with an `httpx.Timeout`,
+            `read` bounds the whole attempt, `connect`/`write` their phase and `pool` the wait for a
+            concurrency slot.
         max_retries: retries per call (default 2); shorthand for `retry=RetryPolicy(max_retries=...)`.
-        retry: the full `RetryPolicy`.
+        retry: the full `RetryPolicy` (its `deadline` bounds each call as a whole, waits included).
         max_concurrency: requests in flight at once across every task using this client (default 64);
             the connection pool is sized to match.
+        max_response_bytes: larger response bodies raise `APIResponseValidationError` (default 32 MiB).
         http_client: your own `httpx.AsyncClient`; never closed by us.
         transport: an httpx transport for the client we build (e.g. `httpx.ASGITransport(app)`).
         default_headers: extra headers sent on every request.
@@ -139,10 +327,12 @@ class AsyncGradient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | None = None,
         max_concurrency: int | None = None,
+        max_response_bytes: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
+        setup_logging()
         if http_client is not None and transport is not None:
             raise ValidationError("pass either http_client or transport, not both")
         policy = retry or RetryPolicy()
@@ -150,25 +340,29 @@ class AsyncGradient:
             policy = dataclasses.replace(policy, max_retries=max_retries)
         overrides: dict[str, Any] = {
             "retry": policy,
-            "default_headers": tuple((default_headers or {}).items()),
+            "default_headers": _header_items(default_headers, "default_headers"),
         }
         if not isinstance(timeout, NotGiven):
             overrides["timeout"] = to_httpx_timeout(timeout)
         if max_concurrency is not None:
             overrides["max_concurrency"] = max_concurrency
+        if max_response_bytes is not None:
+            overrides["max_response_bytes"] = max_response_bytes
         config = ClientConfig.from_env(
             access_token=access_token, workspace_id=workspace_id, base_url=base_url, **overrides
         )
         if http_client is None:
-            http = httpx.AsyncClient(
-                transport=transport
-                or AutoTransport(max_connections=config.max_concurrency, keepalive_expiry=config.keepalive_expiry),
-                timeout=config.timeout,
-                follow_redirects=False,
+            built = transport or AutoTransport(
+                max_connections=config.max_concurrency, keepalive_expiry=config.keepalive_expiry
             )
-            pool = _Pool(http, owns_http=True, max_concurrency=config.max_concurrency)
+            http = httpx.AsyncClient(transport=built, timeout=config.timeout, follow_redirects=False)
+            pool = _Pool(
+                http, built, max_concurrency=config.max_concurrency, max_response_bytes=config.max_response_bytes
+            )
         else:
-            pool = _Pool(http_client, owns_http=False, max_concurrency=config.max_concurrency)
+            pool = _Pool(
+                http_client, None, max_concurrency=config.max_concurrency, max_response_bytes=config.max_response_bytes
+            )
         self._init(config, pool, root=True)
 
     def _init(self, config: ClientConfig, pool: _Pool, *, root: bool) -> None:
@@ -186,7 +380,7 @@ class AsyncGradient:
         )
         self._json_headers = self._headers.copy()
         self._json_headers["Content-Type"] = "application/json"
-        self._timeout_ext: dict[str, Any] = config.timeout.as_dict()
+        self._timeouts = _Timeouts.of(config.timeout)
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
 
     # -- public surface -------------------------------------------------------------------
@@ -206,6 +400,7 @@ class AsyncGradient:
 
     @property
     def is_closed(self) -> bool:
+        """True once `aclose()` began: no new call starts."""
         return self._pool.closed
 
     @cached_property
@@ -244,12 +439,14 @@ class AsyncGradient:
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
     ) -> AsyncGradient:
         """A copy with other defaults, sharing this client's pool and concurrency limit.
+        `default_headers` are added to (and override) this client's.
 
         Example::
 
-            patient = client.with_options(timeout=600, max_retries=5)
+            patient = client.with_options(timeout=600, max_retries=5, default_headers={"x-team": "search"})
             await patient.fine_tunes.create(adapter_id, samples=[...])
         """
         policy = given(retry, self._config.retry)
@@ -258,18 +455,36 @@ class AsyncGradient:
         changes: dict[str, Any] = {"retry": policy}
         if not isinstance(timeout, NotGiven):
             changes["timeout"] = to_httpx_timeout(timeout)
+        if not isinstance(default_headers, NotGiven):
+            merged = dict(self._config.default_headers)
+            merged.update(_header_items(default_headers, "default_headers"))
+            changes["default_headers"] = tuple(merged.items())
         clone = object.__new__(AsyncGradient)
         clone._init(self._config.replace(**changes), self._pool, root=False)
         return clone
 
-    async def aclose(self) -> None:
-        """Close the connection pool (unless you passed `http_client`). Copies made by
-        `with_options` share the pool: closing one of them closes nothing."""
-        if not self._root or self._pool.closed:
+    async def aclose(self, *, timeout: float = 0.0) -> None:
+        """Close the client: no new call starts (`ClientClosedError`), then the connection pool is
+        closed (unless you passed `http_client`). With `timeout`, calls already in flight get up to
+        that many seconds to finish first; any still running then fail with `ClientClosedError`
+        and are never retried. Copies made by `with_options` share the pool: closing one of them
+        closes nothing.
+
+        Example::
+
+            await client.aclose(timeout=30)   # drain: let in-flight calls finish, at most 30 s
+        """
+        pool = self._pool
+        if not self._root or pool.state is _State.CLOSED:
             return
-        self._pool.closed = True
-        if self._pool.owns_http:
-            await self._pool.http.aclose()
+        if pool.state is _State.OPEN:
+            pool.state = _State.CLOSING
+            if timeout and pool.active:
+                pool.drained = anyio.Event()
+                with anyio.move_on_after(timeout):
+                    await pool.drained.wait()
+        pool.state = _State.CLOSED
+        await pool.aclose()
 
     async def __aenter__(self) -> AsyncGradient:
         return self
@@ -282,75 +497,193 @@ class AsyncGradient:
     def __repr__(self) -> str:
         return f"AsyncGradient(base_url={self.base_url!r}, workspace_id={self.workspace_id!r}, access_token='***')"
 
+    async def with_raw_response(
+        self, call: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RawResponse[T]:
+        """Run `call(*args, **kwargs)` (any client method or handle method) and return its value
+        with the HTTP response of its (last) request: status, headers, request id, retries taken.
+
+        Example::
+
+            raw = await client.with_raw_response(client.models.list, only_base=True)
+            print(raw.status_code, raw.request_id, raw.headers.get("x-ratelimit-remaining"))
+            bases = raw.parsed
+        """
+        sink: list[tuple[httpx.Response, int]] = []
+        token = _RAW_SINK.set(sink)
+        try:
+            value = await call(*args, **kwargs)
+        finally:
+            _RAW_SINK.reset(token)
+        if not sink:
+            raise ValidationError(f"{getattr(call, '__qualname__', call)!r} sent no request through this client")
+        response, retries = sink[-1]
+        return RawResponse(parsed=value, http_response=response, retries_taken=retries)
+
     # -- the request path -----------------------------------------------------------------
 
+    @overload
+    async def request(self, options: RequestOptions, parse: Callable[[Any], T]) -> T: ...
+
+    @overload
+    async def request(self, options: RequestOptions, parse: None) -> None: ...
+
     async def request(self, options: RequestOptions, parse: Callable[[Any], T] | None) -> T | None:
-        """Send one call through the retry loop and parse its JSON body with `parse`
-        (None: the body is ignored). Resources call this; users rarely need to."""
-        if self._pool.closed:
+        """Send one call and parse its JSON body with `parse` (None: the body is ignored).
+
+        One call = deadline scope (RetryPolicy.deadline, a wall clock over everything) → per attempt:
+        concurrency slot (pool timeout) → send (bounded as a whole by the timeout) → status mapping;
+        between attempts the policy's `next_wait` decides. Resources call this; users rarely need to.
+        """
+        pool = self._pool
+        if pool.state is not _State.OPEN:
             raise ClientClosedError("this AsyncGradient is closed; create a new client")
-        timeout = (
-            self._timeout_ext if isinstance(options.timeout, NotGiven) else to_httpx_timeout(options.timeout).as_dict()
+        if _get_running_loop() is not pool.loop:
+            pool.bind_loop()
+        timeouts = (
+            self._timeouts if isinstance(options.timeout, NotGiven) else _Timeouts.of(to_httpx_timeout(options.timeout))
         )
-        content = None if options.json is None else _dumps(options.json)
+        request = self._build_request(options, timeouts)
+        policy = self._config.retry
+        if not isinstance(options.max_retries, NotGiven) and options.max_retries != policy.max_retries:
+            policy = dataclasses.replace(policy, max_retries=options.max_retries)
+        pool.active += 1
         try:
-            # The first attempt runs outside tenacity: most calls succeed, and building a
-            # retry controller costs more CPU than the request itself.
-            response = await self._send_once(options, content, timeout)
-        except APIError as first_error:
-            response = await self._retry(options, content, timeout, first_error)
+            deadline = policy.deadline
+            if deadline is None:
+                response, retries = await self._attempts(request, options, timeouts, policy, 0.0)
+            else:
+                try:
+                    with anyio.fail_after(deadline):
+                        response, retries = await self._attempts(
+                            request, options, timeouts, policy, anyio.current_time()
+                        )
+                except TimeoutError as exc:
+                    raise APITimeoutError(
+                        f"{request.method} {request.url}: no answer within the {deadline} s deadline "
+                        "(RetryPolicy.deadline bounds the whole call: slot wait, attempts, waits)",
+                        request=request,
+                    ) from exc
+        finally:
+            pool.active -= 1
+            if pool.drained is not None and pool.active == 0:
+                pool.drained.set()
+        sink = _RAW_SINK.get()
+        if sink is not None:
+            sink.append((response, retries))
         if parse is None:
             return None
         return _parse(response, parse)
 
-    async def _retry(
-        self, options: RequestOptions, content: bytes | None, timeout: dict[str, Any], first_error: APIError
-    ) -> httpx.Response:
-        """Attempts 2..n, driven by tenacity. Attempt 1 (already failed) is replayed as its error,
-        so tenacity decides, waits and logs exactly as if it had run it."""
-        policy = self._config.retry
-        max_retries = given(options.max_retries, policy.max_retries)
-        retrying = build_retrying(
-            policy, idempotent=options.idempotent, max_retries=max_retries, on_retry=options.on_retry
-        )
-        attempts = 0
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    if attempts == 1:
-                        raise first_error
-                    response = await self._send_once(options, content, timeout)
-        except APIError as exc:
-            exc.retries_taken = attempts - 1
-            raise
-        return response
-
-    async def _send_once(
-        self, options: RequestOptions, content: bytes | None, timeout: dict[str, Any]
-    ) -> httpx.Response:
-        request = httpx.Request(
+    def _build_request(self, options: RequestOptions, timeouts: _Timeouts) -> httpx.Request:
+        """The HTTP request for `options`, built once per call (attempts resend it). Bodies are
+        encoded with NaN and infinities refused, before anything is sent."""
+        payload = options.json
+        if options.extra_body is not None:
+            if not isinstance(options.extra_body, Mapping):
+                raise ValidationError(f"extra_body must be a mapping, got {type(options.extra_body).__name__}")
+            if payload is not None and not isinstance(payload, Mapping):
+                raise ValidationError("extra_body needs a JSON object body to merge into")
+            payload = {**(payload or {}), **options.extra_body}
+        params = options.params
+        if options.extra_query is not None:
+            params = {**(params or {}), **dict(_header_items(options.extra_query, "extra_query"))}
+        headers = self._headers if payload is None else self._json_headers
+        if options.extra_headers is not None:
+            headers = headers.copy()
+            headers.update(_header_items(options.extra_headers, "extra_headers"))
+        return httpx.Request(
             options.method,
-            self._url(options.path, options.params),
-            headers=self._headers if content is None else self._json_headers,
-            content=content,
-            extensions={"timeout": timeout},
+            self._url(options.path, params),
+            headers=headers,
+            content=None if payload is None else _dumps(payload),
+            extensions={"timeout": timeouts.ext, "max_response_bytes": self._pool.max_response_bytes},
         )
-        limiter = self._pool.limiter
-        borrower = object()
-        try:  # the common case takes no trip through the event loop
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
-            await limiter.acquire_on_behalf_of(borrower)
+
+    async def _attempts(
+        self,
+        request: httpx.Request,
+        options: RequestOptions,
+        timeouts: _Timeouts,
+        policy: RetryPolicy,
+        started: float,
+    ) -> tuple[httpx.Response, int]:
+        """The one retry loop: attempt, ask `policy.next_wait`, wait, repeat. Nothing is built for it
+        unless the first attempt fails and the call may be retried."""
         try:
-            logger.debug("request: %s %s", request.method, request.url)
-            response = await self._pool.send(request)
-        except httpx.TimeoutException as exc:
-            sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            return await self._send_once(request, timeouts), 0
+        except APIError as first:
+            if policy.max_retries == 0:
+                raise
+            error = first
+        idempotent = options.is_idempotent
+        attempt = rate_limited = 0
+        while True:
+            attempt += 1
+            if isinstance(error, RateLimitError):
+                rate_limited += 1
+            elapsed = anyio.current_time() - started if policy.deadline is not None else 0.0
+            wait = policy.next_wait(error, attempt, elapsed, idempotent=idempotent, rate_limited=rate_limited)
+            if wait is None:
+                error.retries_taken = attempt - 1
+                raise error
+            if self._pool.state is _State.CLOSED:
+                raise ClientClosedError("this AsyncGradient was closed; the call is not retried") from error
+            logger.debug(
+                "retrying request: attempt=%d status=%s error=%s wait=%.3fs",
+                attempt,
+                getattr(error, "status_code", None),
+                type(error).__name__,
+                wait,
+            )
+            if options.on_retry is not None:
+                options.on_retry(RetryEvent(attempt=attempt, error=error, wait=wait))
+            await policy.sleep(wait)
+            try:
+                return await self._send_once(request, timeouts), attempt
+            except APIError as exc:
+                error = exc
+
+    async def _send_once(self, request: httpx.Request, timeouts: _Timeouts) -> httpx.Response:
+        """One attempt: a concurrency slot, then the exchange, bounded as a whole by the timeout."""
+        pool = self._pool
+        try:
+            borrower = await pool.acquire(timeouts.pool)
+        except _SlotTimeout as exc:
             raise APITimeoutError(
-                f"{request.method} {request.url} timed out: {exc}", request=request, sent=sent
+                f"{request.method} {request.url}: no concurrency slot free within the {exc.wait} s pool timeout",
+                request=request,
+                sent=False,
+            ) from None
+        try:
+            if pool.state is _State.CLOSED:
+                raise ClientClosedError("this AsyncGradient was closed; no new attempt is started")
+            logger.debug("request: %s %s", request.method, request.url)
+            if timeouts.attempt is None:
+                response = await pool.send(request)
+            else:
+                with anyio.fail_after(timeouts.attempt):
+                    response = await pool.send(request)
+        except TimeoutError as exc:  # the whole-attempt bound
+            raise APITimeoutError(
+                f"{request.method} {request.url} timed out: no complete response within {timeouts.attempt} s",
+                request=request,
             ) from exc
+        except ResponseTooLarge as exc:
+            raise APIResponseValidationError(
+                f"the response of {request.method} {request.url} is larger than max_response_bytes "
+                f"({exc.size} > {exc.limit} bytes)",
+                response=exc.response,
+                body=None,
+            ) from None
         except httpx.TransportError as exc:
+            if pool.state is _State.CLOSED:
+                raise ClientClosedError("this AsyncGradient was closed while the call was in flight") from exc
+            if isinstance(exc, httpx.TimeoutException):
+                sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+                raise APITimeoutError(
+                    f"{request.method} {request.url} timed out: {exc}", request=request, sent=sent
+                ) from exc
             sent = not isinstance(exc, httpx.ConnectError)
             raise APIConnectionError(
                 f"{request.method} {request.url} failed: {exc or type(exc).__name__}",
@@ -358,7 +691,7 @@ class AsyncGradient:
                 sent=sent,
             ) from exc
         finally:
-            limiter.release_on_behalf_of(borrower)
+            pool.release(borrower)
         if not response.is_success:
             raise make_status_error(response)
         return response
@@ -374,8 +707,24 @@ class AsyncGradient:
         return url
 
 
+def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        raise ValidationError(f"{name} must be a mapping of strings to strings, got {type(headers).__name__}")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValidationError(f"{name} must map strings to strings, got {key!r}: {value!r}")
+    return tuple(headers.items())
+
+
 def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError as exc:  # NaN / Infinity: not JSON, and never what the caller meant
+        raise ValidationError(f"the request body contains a value JSON cannot carry: {exc}") from None
+    except TypeError as exc:
+        raise ValidationError(f"the request body is not JSON-serializable: {exc}") from None
 
 
 def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
@@ -390,10 +739,15 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
             body=response.text,
         ) from exc
     try:
-        return parse(data)
+        value = parse(data)
     except (pydantic.ValidationError, ValueError, TypeError, KeyError) as exc:
         raise APIResponseValidationError(
             f"the response of {response.request.method} {response.request.url} does not match the API contract: {exc}",
             response=response,
             body=data,
         ) from exc
+    if isinstance(value, pydantic.BaseModel) and "_request_id" in type(value).__private_attributes__:
+        request_id = request_id_of(response)
+        if request_id is not None:
+            value._request_id = request_id  # type: ignore[attr-defined]  # GradientModel's private field
+    return value

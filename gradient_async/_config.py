@@ -23,6 +23,7 @@ from gradient_async._retry import RetryPolicy
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
     "ClientConfig",
     "NOT_GIVEN",
@@ -35,6 +36,7 @@ __all__ = [
 DEFAULT_BASE_URL: Final = "https://api.gradient.ai/api"
 DEFAULT_TIMEOUT: Final = httpx.Timeout(120.0, connect=10.0)
 DEFAULT_MAX_CONCURRENCY: Final = 64
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 
 TimeoutTypes: TypeAlias = "float | httpx.Timeout | None"
 _T = TypeVar("_T")
@@ -100,7 +102,7 @@ def to_httpx_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
         return timeout
     if timeout is None:
         return httpx.Timeout(None)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise ValidationError(
             f"timeout must be a positive number of seconds, an httpx.Timeout or None, got {timeout!r}"
         )
@@ -129,10 +131,17 @@ class ClientConfig:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     keepalive_expiry: float = 30.0
     default_headers: tuple[tuple[str, str], ...] = ()
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
             raise ValidationError(f"max_concurrency must be an integer >= 1, got {self.max_concurrency!r}")
+        if (
+            isinstance(self.max_response_bytes, bool)
+            or not isinstance(self.max_response_bytes, int)
+            or self.max_response_bytes < 1
+        ):
+            raise ValidationError(f"max_response_bytes must be an integer >= 1, got {self.max_response_bytes!r}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValidationError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))

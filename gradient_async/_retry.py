@@ -1,4 +1,7 @@
-"""Retry policy: what is retried, how long to wait, and when to give up.
+"""Retry policy: THE retry decision (what is retried, how long to wait, whether the deadline allows it).
+
+Both loops that retry, the client's (`_client.py`) and the batch runner's (`_batch/runner.py`), ask
+`RetryPolicy.next_wait(...)` and only act on its answer: a number of seconds to wait, or None to give up.
 
 Retried: connection errors, timeouts and 408/409/429/500/502/503/504 — for idempotent
 calls (GET, DELETE, complete, embeddings). Calls that change state (create adapter,
@@ -6,15 +9,21 @@ fine-tune) are retried only when the request certainly never reached the server
 (connect failure) or the server refused it outright with 429, unless the caller
 opts in with ``idempotent=True``.
 
+Budgets: ``max_retries`` failures are retried (0 disables retrying altogether). A 429 costs no
+retry budget: up to ``max_rate_limit_retries`` of them are waited out on top, each for the
+server's Retry-After.
+
 Waits: exponential backoff with full jitter, capped at ``max_delay``. A server's
 Retry-After / retry-after-ms is a floor, with jitter added on top so a herd of
 waiters does not come back in the same millisecond. A Retry-After longer than
-``max_retry_after`` is not waited for: the error is raised at once.
+``max_retry_after`` is not waited for: the error is raised at once. No wait is started
+that would end past the call's ``deadline`` (which the client also enforces as a wall clock).
 
 Example::
 
     policy = RetryPolicy(max_retries=5, max_delay=4.0, deadline=30.0)
     client = AsyncGradient(retry=policy)
+    policy.next_wait(error, attempt=1, elapsed=0.3, idempotent=True)   # 0.41, or None: give up
 """
 
 from __future__ import annotations
@@ -26,12 +35,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
-from tenacity.stop import stop_base
 
 from gradient_async._errors import APIConnectionError, APIStatusError, RateLimitError, ValidationError
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "RetryEvent", "RetryHook", "RetryPolicy", "build_retrying", "logger"]
+__all__ = ["DEFAULT_RETRY_STATUSES", "RetryEvent", "RetryHook", "RetryPolicy", "logger"]
 
 logger: Final = logging.getLogger("gradient_async")
 
@@ -56,12 +63,14 @@ class RetryPolicy:
     """How a client retries. Immutable: build a new one to change it.
 
     Args:
-        max_retries: retries after the first attempt; 0 disables retrying.
+        max_retries: retries after the first attempt; 0 disables retrying (429s included).
+        max_rate_limit_retries: 429 answers a call may wait out on top of `max_retries`.
         initial_delay: backoff base in seconds (attempt n waits up to initial_delay * 2**n).
         max_delay: cap on one backoff wait.
         max_retry_after: a server-asked wait longer than this is not waited for.
         retry_after_jitter: extra wait on top of Retry-After, up to this fraction of it (at least 5 ms).
-        deadline: overall seconds for all attempts and waits together; None for no limit.
+        deadline: wall-clock seconds for the whole call (slot wait, every attempt, every wait); None for
+            no limit. Enforced as a cancel scope: an attempt running at the deadline is cancelled.
         retry_statuses: HTTP statuses that are retried.
         sleep: the async sleep used between attempts (tests inject a fake one).
 
@@ -78,18 +87,24 @@ class RetryPolicy:
     deadline: float | None = None
     retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES
     sleep: Callable[[float], Awaitable[None]] = field(default=anyio.sleep, compare=False, repr=False)
+    max_rate_limit_retries: int = 25
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValidationError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        for name in ("max_retries", "max_rate_limit_retries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be an integer >= 0, got {value!r}")
         for name in ("initial_delay", "max_delay", "max_retry_after", "retry_after_jitter"):
-            if getattr(self, name) < 0:
-                raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValidationError(f"deadline must be > 0 seconds or None, got {self.deadline!r}")
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise ValidationError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.deadline is not None and (
+            not isinstance(self.deadline, (int, float)) or not 0 < self.deadline < float("inf")
+        ):
+            raise ValidationError(f"deadline must be a finite number of seconds > 0 or None, got {self.deadline!r}")
 
     def is_retryable(self, error: BaseException, *, idempotent: bool) -> bool:
-        """Whether `error` may be retried for a call of this idempotency."""
+        """Whether `error` may be retried for a call of this idempotency (budgets aside)."""
         if isinstance(error, APIConnectionError):
             return idempotent or not error.sent
         if isinstance(error, APIStatusError):
@@ -101,56 +116,50 @@ class RetryPolicy:
         return False
 
     def compute_wait(self, retry_number: int, error: BaseException | None, rng: random.Random) -> float:
-        """Seconds to wait before retry number `retry_number` (0-based)."""
+        """Seconds to wait before retry number `retry_number` (0-based), budgets and deadline aside."""
         retry_after = error.retry_after if isinstance(error, APIStatusError) else None
         if retry_after is not None:
             return retry_after + rng.uniform(0.0, max(0.005, retry_after * self.retry_after_jitter))
-        ceiling = min(self.max_delay, self.initial_delay * (2.0**retry_number))
+        ceiling = min(self.max_delay, self.initial_delay * (2.0 ** min(retry_number, 64)))
         return rng.uniform(0.0, ceiling)
 
+    def next_wait(
+        self,
+        error: BaseException,
+        attempt: int,
+        elapsed: float = 0.0,
+        *,
+        idempotent: bool,
+        rate_limited: int = 0,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """THE retry decision: seconds to wait before the next attempt, or None to give up.
 
-class _Wait:
-    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
-        self._policy = policy
-        self._rng = rng
+        Args:
+            error: what attempt number `attempt` (1-based) failed with.
+            elapsed: seconds since the call started (for the deadline).
+            idempotent: whether the call may be repeated after it may have reached the server.
+            rate_limited: how many of the `attempt` attempts were answered 429 (this one included).
 
-    def __call__(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        return self._policy.compute_wait(state.attempt_number - 1, error, self._rng)
+        Example::
 
-
-def build_retrying(
-    policy: RetryPolicy,
-    *,
-    idempotent: bool,
-    max_retries: int,
-    on_retry: RetryHook | None = None,
-    rng: random.Random | None = None,
-) -> AsyncRetrying:
-    """A fresh tenacity AsyncRetrying for one request (tenacity keeps per-instance state)."""
-    stop: stop_base = stop_after_attempt(max_retries + 1)
-    if policy.deadline is not None:
-        stop = stop | stop_before_delay(policy.deadline)
-
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.upcoming_sleep
-        status = getattr(error, "status_code", None)
-        logger.debug(
-            "retrying request: attempt=%d status=%s error=%s wait=%.3fs",
-            state.attempt_number,
-            status,
-            type(error).__name__,
-            wait,
-        )
-        if on_retry is not None and error is not None:
-            on_retry(RetryEvent(attempt=state.attempt_number, error=error, wait=wait))
-
-    return AsyncRetrying(
-        stop=stop,
-        wait=_Wait(policy, rng or _RNG),
-        retry=retry_if_exception(lambda exc: policy.is_retryable(exc, idempotent=idempotent)),
-        sleep=policy.sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+            wait = policy.next_wait(err, attempts, clock() - started, idempotent=True)
+            if wait is None:
+                raise err
+            await policy.sleep(wait)
+        """
+        if self.max_retries == 0 or not self.is_retryable(error, idempotent=idempotent):
+            return None
+        if isinstance(error, RateLimitError):
+            if rate_limited > self.max_rate_limit_retries:
+                return None
+            retry_number = max(rate_limited - 1, 0)
+        else:
+            failures = attempt - rate_limited
+            if failures > self.max_retries:
+                return None
+            retry_number = max(failures - 1, 0)
+        wait = self.compute_wait(retry_number, error, rng or _RNG)
+        if self.deadline is not None and elapsed + wait >= self.deadline:
+            return None  # the wait would end past the deadline: give up now, with the real error
+        return wait

@@ -20,7 +20,18 @@ from typing import Any
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "AutoTransport"]
+__all__ = ["AiohttpTransport", "AutoTransport", "ResponseTooLarge"]
+
+
+class ResponseTooLarge(Exception):
+    """A response body over `request.extensions["max_response_bytes"]`; raised before reading it whole.
+    `response` has the status and headers, not the body. The client turns it into APIResponseValidationError."""
+
+    def __init__(self, response: httpx.Response, size: int, limit: int) -> None:
+        super().__init__(f"response body of at least {size} bytes exceeds the {limit}-byte limit")
+        self.response = response
+        self.size = size
+        self.limit = limit
 
 
 def _map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -54,9 +65,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def _get_session(self, request: httpx.Request) -> aiohttp.ClientSession:
+        if self._closed:  # never re-created after aclose(): a closed client sends nothing
+            raise httpx.ConnectError("the transport is closed", request=request)
+        if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=0,
@@ -72,10 +86,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._get_session()
+        session = self._get_session(request)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        limit: int | None = request.extensions.get("max_response_bytes")
         timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=timeouts.get("read"),  # the whole exchange: a server trickling bytes cannot stretch it
             connect=timeouts.get("pool"),
             sock_connect=timeouts.get("connect"),
             sock_read=timeouts.get("read"),
@@ -90,10 +105,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
-                content = await response.read()
                 headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
                 status = response.status
                 reason = response.reason
+                if limit is None:
+                    content = await response.read()
+                else:
+                    content = await _read_capped(response, limit, request, status, headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc, request) from exc
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
@@ -102,9 +120,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
-            self._session = None
+
+
+async def _read_capped(
+    response: aiohttp.ClientResponse,
+    limit: int,
+    request: httpx.Request,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+) -> bytes:
+    """The body, or ResponseTooLarge as soon as it is known to pass `limit` bytes."""
+    declared = response.content_length
+    if declared is not None and declared <= limit:
+        return await response.read()
+    size = 0 if declared is None else declared
+    if size <= limit:
+        chunks: list[bytes] = []
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+    response.close()  # drop the connection rather than reading the rest
+    raise ResponseTooLarge(httpx.Response(status, headers=headers, request=request), size, limit)
 
 
 class AutoTransport(httpx.AsyncBaseTransport):
@@ -114,6 +157,7 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._inner: httpx.AsyncBaseTransport | None = None
+        self._closed = False
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport | None:
@@ -136,11 +180,13 @@ class AutoTransport(httpx.AsyncBaseTransport):
         return httpx.AsyncHTTPTransport(limits=limits)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:  # never re-opened after aclose(): a closed client sends nothing
+            raise httpx.ConnectError("the transport is closed", request=request)
         if self._inner is None:
             self._inner = self._choose()
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._inner is not None:
             await self._inner.aclose()
-            self._inner = None

@@ -28,21 +28,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 from gradient_async._batch.inputs import Tokenizer, aiter_any, completion_job, estimate_tokens, known_length
 from gradient_async._batch.items import BatchItem, BatchResult, BatchStats, Job
 from gradient_async._batch.progress import ProgressArg, ProgressCallback, TqdmProgress, resolve_progress
-from gradient_async._batch.runner import MAX_RATE_LIMIT_RETRIES, BatchRunner
-from gradient_async._client import RequestOptions
+from gradient_async._batch.runner import BatchRunner
 from gradient_async._errors import ValidationError
 from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import path_id
-from gradient_async.types._base import validate_input
-from gradient_async.types.completions import CompleteBody, Completion
-from gradient_async.types.embeddings import EmbedBody, EmbeddingsResponse
+from gradient_async.types.completions import Completion
 
 if TYPE_CHECKING:
     from gradient_async._client import AsyncGradient
 
 __all__ = [
     "BATCH_MIN_RETRIES",
-    "MAX_RATE_LIMIT_RETRIES",
     "BatchItem",
     "BatchResult",
     "BatchStats",
@@ -149,19 +145,16 @@ def stream_complete_batch(
             async for item in stream:
                 save(item.id, item.value)
     """
-    path = f"/models/{path_id(model_id, 'model_id')}/complete"
+    path_id(model_id, "model_id")  # fail on a bad id before the batch starts
     wants_tokens = tokens_per_minute is not None
+    create = client.completions.create
 
     def make_job(index: int, raw: Any) -> Job[str]:
-        job = completion_job(index, raw, completion_params, tokenizer=tokenizer, count_tokens=wants_tokens)
-        body = validate_input(CompleteBody, f"completion request (prompt {index})", {"query": job.prompt, **job.params})
-        return Job(index=job.index, id=job.id, prompt=job.prompt, params=body.to_wire(), cost=job.cost)
+        return completion_job(index, raw, completion_params, tokenizer=tokenizer, count_tokens=wants_tokens)
 
     async def call(job: Job[str]) -> Completion:
-        options = RequestOptions("POST", path, json=job.params, idempotent=True, max_retries=0)
-        result = await client.request(options, Completion.model_validate)
-        assert result is not None
-        return result
+        # the resource builds and checks the body (a bad item fails alone); the batch retries
+        return await create(model_id, query=job.prompt, max_retries=0, **job.params)
 
     runner: BatchRunner[str, Completion] = BatchRunner(
         call,
@@ -229,19 +222,16 @@ async def embed_batch(
         raise ValidationError(f"chunk_size must be an integer from 1 to 256, got {chunk_size!r}")
     if isinstance(texts, str):
         raise ValidationError("texts must be an iterable of strings, not one string, e.g. ['hello']")
-    path = f"/embeddings/{path_id(slug, 'slug')}"
+    path_id(slug, "slug")  # fail on a bad slug before the batch starts
     wants_tokens = tokens_per_minute is not None
+    embed = client.embeddings.create
 
     def make_job(index: int, chunk: list[str]) -> Job[list[str]]:
-        inputs = {"inputs": [{"input": text} for text in chunk]}
-        body = validate_input(EmbedBody, f"embeddings request (chunk {index})", inputs)
         cost = sum(estimate_tokens(t, 0, tokenizer) for t in chunk) if wants_tokens else 0.0
-        return Job(index=index, id=None, prompt=chunk, params=body.to_wire(), cost=cost)
+        return Job(index=index, id=None, prompt=chunk, params={}, cost=cost)
 
     async def call(job: Job[list[str]]) -> list[list[float]]:
-        options = RequestOptions("POST", path, json=job.params, idempotent=True, max_retries=0)
-        result = await client.request(options, EmbeddingsResponse.model_validate)
-        assert result is not None
+        result = await embed(slug, inputs=job.prompt, max_retries=0)
         return [e.embedding for e in sorted(result.embeddings, key=lambda e: e.index)]
 
     length = known_length(texts)

@@ -6,9 +6,11 @@ consumed, however long the input. Workers never raise: every outcome (value, typ
 an unexpected exception to re-raise) travels to the consumer over a memory stream, so the
 task group is only ever cancelled from the consumer's own frame.
 
-Retries: the client is called with `max_retries=0`; this loop retries with the batch's
-`RetryPolicy`. A 429 pauses the whole batch (see `window.py`) instead of each task sleeping
-on its own, and costs the item no retry budget (bounded separately by `MAX_RATE_LIMIT_RETRIES`).
+Retries: the client is called with `max_retries=0`; this loop retries, asking the batch's
+`RetryPolicy.next_wait` (the same decision the client's own loop uses). A 429 pauses the whole
+batch (see `window.py`) instead of each task sleeping on its own, and costs the item no retry
+budget (bounded by the policy's `max_rate_limit_retries`). The policy's `deadline` is a wall clock
+over each item (window wait, attempts, waits), enforced with a cancel scope as for single calls.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -29,17 +31,14 @@ from gradient_async._batch.inputs import aiter_any
 from gradient_async._batch.items import BatchItem, BatchStats, Job
 from gradient_async._batch.progress import ProgressCallback
 from gradient_async._batch.window import AdaptiveWindow
-from gradient_async._errors import GradientError, RateLimitError, ValidationError
+from gradient_async._errors import APITimeoutError, GradientError, RateLimitError, ValidationError
 from gradient_async._ratelimit import RateLimiter
 from gradient_async._retry import RetryPolicy
 
-__all__ = ["MAX_RATE_LIMIT_RETRIES", "BatchRunner", "collapse_excgroups"]
+__all__ = ["BatchRunner", "collapse_excgroups"]
 
 P = TypeVar("P")
 T = TypeVar("T")
-
-MAX_RATE_LIMIT_RETRIES: Final = 25
-"""429 answers one item may absorb (each one waited out batch-wide) before its error is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +218,24 @@ class BatchRunner(Generic[P, T]):
                 pass  # the consumer stopped (cancelled, fail_fast, or left early): the batch is being torn down
 
     async def _attempts(self, job: Job[P]) -> BatchItem[T]:
+        deadline = self._retry.deadline
+        if deadline is None:
+            return await self._attempt_loop(job, 0.0, [0])
+        tally = [0]
+        try:
+            with anyio.fail_after(deadline):
+                return await self._attempt_loop(job, self._clock(), tally)
+        except TimeoutError:
+            error = APITimeoutError(
+                f"batch item {job.index}: no answer within the {deadline} s deadline "
+                "(RetryPolicy.deadline bounds each item: window wait, attempts, waits)"
+            )
+            return BatchItem(index=job.index, prompt=job.prompt, error=error, id=job.id, attempts=tally[0])
+
+    async def _attempt_loop(self, job: Job[P], started: float, tally: list[int]) -> BatchItem[T]:
         policy = self._retry
         stats = self.stats
-        attempts = retries = rate_limited = 0
-        started = self._clock()
+        attempts = rate_limited = 0
         while True:
             slot = await self._window.acquire()
             try:
@@ -231,27 +244,29 @@ class BatchRunner(Generic[P, T]):
                 if self._tpm is not None and job.cost:
                     await self._tpm.acquire(job.cost)
                 attempts += 1
+                tally[0] = attempts
                 stats.requests += 1
                 if attempts > 1:
                     stats.retried += 1
                 value = await self._call(job)
             except GradientError as err:
                 self._window.release(slot)
+                if isinstance(err, ValidationError):  # refused before anything was sent
+                    stats.requests -= 1
+                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts - 1)
                 is_429 = isinstance(err, RateLimitError)
                 if is_429:
                     stats.rate_limited += 1
                     rate_limited += 1
-                budget_left = rate_limited <= MAX_RATE_LIMIT_RETRIES if is_429 else retries < policy.max_retries
-                if not (budget_left and policy.is_retryable(err, idempotent=True)):
-                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
-                wait = policy.compute_wait(rate_limited - 1 if is_429 else retries, err, self._rng)
-                if policy.deadline is not None and self._clock() - started + wait > policy.deadline:
-                    # like the client's own loop: no wait that would end past the item's deadline
+                elapsed = self._clock() - started if policy.deadline is not None else 0.0
+                wait = policy.next_wait(
+                    err, attempts, elapsed, idempotent=True, rate_limited=rate_limited, rng=self._rng
+                )
+                if wait is None:
                     return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
                 if is_429:
                     self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
                 else:
-                    retries += 1
                     await self._sleep(wait)
                 continue
             except BaseException:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
 from gradient_async.objects import ModelAdapter
@@ -24,6 +27,10 @@ class AsyncAdapters(AsyncResource):
         learning_rate: float | None = None,
         idempotent: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> ModelAdapter:
         """Create an adapter over a base model.
 
@@ -35,6 +42,7 @@ class AsyncAdapters(AsyncResource):
             name: display name of the adapter.
             rank: LoRA rank, 1–32.
             learning_rate: 0 < lr < 1.
+            timeout, max_retries, extra_headers, extra_query, extra_body: per-call options (every method).
 
         Example::
 
@@ -52,13 +60,31 @@ class AsyncAdapters(AsyncResource):
             },
         )
         created = await self._client.request(
-            RequestOptions("POST", "/models", json=body.to_wire(), idempotent=idempotent, timeout=timeout),
+            RequestOptions(
+                "POST",
+                "/models",
+                json=body.to_wire(),
+                idempotent=idempotent,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
             CreatedAdapter.model_validate,
         )
-        assert created is not None
         return ModelAdapter(id=created.id, name=name, base_model_id=base_model_id).bind(self._client)
 
-    async def get(self, adapter_id: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> ModelAdapter:
+    async def get(
+        self,
+        adapter_id: str,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> ModelAdapter:
         """Describe an adapter.
 
         Example::
@@ -67,11 +93,30 @@ class AsyncAdapters(AsyncResource):
             print(adapter.name, adapter.latest_update_time)
         """
         path = f"/models/{path_id(adapter_id, 'adapter_id')}"
-        adapter = await self._client.request(RequestOptions("GET", path, timeout=timeout), ModelAdapter.model_validate)
-        assert adapter is not None
+        adapter = await self._client.request(
+            RequestOptions(
+                "GET",
+                path,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            ModelAdapter.model_validate,
+        )
         return adapter.bind(self._client)
 
-    async def delete(self, adapter_id: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> None:
+    async def delete(
+        self,
+        adapter_id: str,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
         """Delete an adapter and its weights.
 
         Example::
@@ -79,4 +124,15 @@ class AsyncAdapters(AsyncResource):
             await client.adapters.delete(adapter.id)
         """
         path = f"/models/{path_id(adapter_id, 'adapter_id')}"
-        await self._client.request(RequestOptions("DELETE", path, timeout=timeout), None)
+        await self._client.request(
+            RequestOptions(
+                "DELETE",
+                path,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            None,
+        )

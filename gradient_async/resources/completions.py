@@ -33,6 +33,9 @@ class AsyncCompletions(AsyncResource):
         query: str,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         on_retry: RetryHook | None = None,
         **params: Unpack[CompletionParams],
     ) -> Completion:
@@ -46,6 +49,8 @@ class AsyncCompletions(AsyncResource):
             auto_template: apply the base model's prompt template (server default: true).
             guidance: `{"type": "choice", "value": [...]}` restricts the output to one choice.
             rag: `{"collection_id": ...}` retrieves context first.
+            timeout, max_retries, extra_headers, extra_query, extra_body: per-call options.
+            on_retry: called with a `RetryEvent` before each retry wait.
 
         Example::
 
@@ -62,11 +67,13 @@ class AsyncCompletions(AsyncResource):
                 idempotent=True,
                 timeout=timeout,
                 max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
                 on_retry=on_retry,
             ),
             Completion.model_validate,
         )
-        assert result is not None
         return result
 
     async def batch(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
@@ -28,7 +28,15 @@ __all__ = ["AsyncEmbeddings"]
 class AsyncEmbeddings(AsyncResource):
     """Embeddings models and embedding generation."""
 
-    async def list(self, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> list[EmbeddingsModel]:
+    async def list(
+        self,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> builtins.list[EmbeddingsModel]:
         """The embeddings models of the workspace.
 
         Example::
@@ -36,13 +44,29 @@ class AsyncEmbeddings(AsyncResource):
             slugs = [m.slug for m in await client.embeddings.list()]
         """
         result = await self._client.request(
-            RequestOptions("GET", "/embeddings", timeout=timeout), EmbeddingsModelList.model_validate
+            RequestOptions(
+                "GET",
+                "/embeddings",
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            EmbeddingsModelList.model_validate,
         )
-        assert result is not None
         return result.embeddings_models
 
     async def create(
-        self, slug: str, *, inputs: Sequence[str], timeout: TimeoutTypes | NotGiven = NOT_GIVEN
+        self,
+        slug: str,
+        *,
+        inputs: Sequence[str],
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> EmbeddingsResponse:
         """Embed 1–256 texts; `embeddings[i].index` is the position in `inputs`.
 
@@ -56,10 +80,19 @@ class AsyncEmbeddings(AsyncResource):
         path = f"/embeddings/{path_id(slug, 'slug')}"
         body = validate_input(EmbedBody, "embeddings request", {"inputs": [{"input": text} for text in inputs]})
         result = await self._client.request(
-            RequestOptions("POST", path, json=body.to_wire(), idempotent=True, timeout=timeout),
+            RequestOptions(
+                "POST",
+                path,
+                json=body.to_wire(),
+                idempotent=True,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
             EmbeddingsResponse.model_validate,
         )
-        assert result is not None
         return result
 
     async def batch(

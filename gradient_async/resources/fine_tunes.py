@@ -58,6 +58,9 @@ class AsyncFineTunes(AsyncResource):
         idempotent: bool = False,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> FineTuneResult:
         """Train `adapter_id` on `samples`; returns trainable tokens and summed loss of this call.
 
@@ -77,8 +80,17 @@ class AsyncFineTunes(AsyncResource):
         path = f"/models/{path_id(adapter_id, 'adapter_id')}/fine-tune"
         body = normalize_samples(samples, multiplier)
         result = await self._client.request(
-            RequestOptions("POST", path, json=body, idempotent=idempotent, timeout=timeout, max_retries=max_retries),
+            RequestOptions(
+                "POST",
+                path,
+                json=body,
+                idempotent=idempotent,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
             FineTuneResult.model_validate,
         )
-        assert result is not None
         return result

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import builtins
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import Discriminator, Tag, TypeAdapter
 
@@ -44,19 +46,51 @@ def parse_model(data: Any) -> Model:
 class AsyncModels(AsyncResource):
     """`GET /models`, `GET /models/{id}`, `DELETE /models/{id}`."""
 
+    @overload
+    async def list(
+        self,
+        *,
+        only_base: Literal[True],
+        capability: CapabilityFilter | str | None = ...,
+        timeout: TimeoutTypes | NotGiven = ...,
+        max_retries: int | NotGiven = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        extra_query: Mapping[str, str] | None = ...,
+        extra_body: Mapping[str, Any] | None = ...,
+    ) -> builtins.list[BaseModel]: ...
+
+    @overload
+    async def list(
+        self,
+        *,
+        only_base: bool = ...,
+        capability: CapabilityFilter | str | None = ...,
+        timeout: TimeoutTypes | NotGiven = ...,
+        max_retries: int | NotGiven = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        extra_query: Mapping[str, str] | None = ...,
+        extra_body: Mapping[str, Any] | None = ...,
+    ) -> builtins.list[Model]: ...
+
     async def list(
         self,
         *,
         only_base: bool = False,
         capability: CapabilityFilter | str | None = CapabilityFilter.ANY,
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
-    ) -> list[Model]:
-        """Base models and (unless `only_base`) adapters of the workspace.
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> builtins.list[BaseModel] | builtins.list[Model]:
+        """Base models and (unless `only_base`) adapters of the workspace. With `only_base=True`
+        the result is typed `list[BaseModel]`, so `create_adapter` type-checks without a cast.
 
         Args:
             only_base: only base models.
             capability: "any" (default), "fineTune" or "complete"; None omits the filter
                 (the server then applies its own default).
+            timeout, max_retries, extra_headers, extra_query, extra_body: per-call options.
 
         Example::
 
@@ -67,12 +101,33 @@ class AsyncModels(AsyncResource):
         if capability is not None:
             params["capability"] = CapabilityFilter(capability).value
         result = await self._client.request(
-            RequestOptions("GET", "/models", params=params, timeout=timeout), _ModelList.model_validate
+            RequestOptions(
+                "GET",
+                "/models",
+                params=params,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            _ModelList.model_validate,
         )
-        assert result is not None
-        return [m.bind(self._client) for m in result.models]
+        models = [m.bind(self._client) for m in result.models]
+        if only_base:
+            return [m for m in models if isinstance(m, BaseModel)]
+        return models
 
-    async def get(self, model_id: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> Model:
+    async def get(
+        self,
+        model_id: str,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Model:
         """One model by id.
 
         Example::
@@ -80,11 +135,30 @@ class AsyncModels(AsyncResource):
             adapter = await client.models.get("…_model_adapter")
         """
         path = f"/models/{path_id(model_id, 'model_id')}"
-        model = await self._client.request(RequestOptions("GET", path, timeout=timeout), parse_model)
-        assert model is not None
+        model = await self._client.request(
+            RequestOptions(
+                "GET",
+                path,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            parse_model,
+        )
         return model.bind(self._client)
 
-    async def delete(self, model_id: str, *, timeout: TimeoutTypes | NotGiven = NOT_GIVEN) -> None:
+    async def delete(
+        self,
+        model_id: str,
+        *,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
         """Delete an adapter (base models cannot be deleted).
 
         Example::
@@ -92,4 +166,15 @@ class AsyncModels(AsyncResource):
             await client.models.delete(adapter.id)
         """
         path = f"/models/{path_id(model_id, 'model_id')}"
-        await self._client.request(RequestOptions("DELETE", path, timeout=timeout), None)
+        await self._client.request(
+            RequestOptions(
+                "DELETE",
+                path,
+                timeout=timeout,
+                max_retries=max_retries,
+                extra_headers=extra_headers,
+                extra_query=extra_query,
+                extra_body=extra_body,
+            ),
+            None,
+        )

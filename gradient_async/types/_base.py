@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 from gradient_async._errors import ValidationError
@@ -20,6 +20,13 @@ class GradientModel(pydantic.BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
 
+    _request_id: str | None = PrivateAttr(default=None)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id (`x-request-id`) of the response this came from, when it sent one."""
+        return self._request_id
+
     def to_wire(self) -> dict[str, Any]:
         """The object as the API writes it (camelCase keys)."""
         return self.model_dump(by_alias=True, mode="json")
@@ -28,7 +35,9 @@ class GradientModel(pydantic.BaseModel):
 class RequestModel(pydantic.BaseModel):
     """A request body, validated before anything is sent. Unknown keys are refused."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
     def to_wire(self) -> dict[str, Any]:
         """The body as the official SDK sends it: camelCase keys, unset optional fields as null."""

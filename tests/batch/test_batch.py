@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from gradient_async import (
+    APITimeoutError,
     AsyncGradient,
     BadRequestError,
     InternalServerError,
@@ -118,7 +119,8 @@ async def test_retry_deadline_bounds_each_item(make_client: Callable[..., AsyncG
     async with make_client() as client:
         result = await client.completions.batch(MODEL, ["a"], retry=policy)
     [item] = result
-    assert isinstance(item.error, InternalServerError)
+    # the last 503 (no wait may cross the deadline), or the deadline's own timeout when it struck mid-attempt
+    assert isinstance(item.error, (InternalServerError, APITimeoutError))
     assert 2 <= item.attempts < 1000
 
 

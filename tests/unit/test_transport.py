@@ -28,6 +28,8 @@ class ServerState:
     connections: set[tuple[str, int]] = field(default_factory=set)
     complete_failures: int = 0
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    trickle_done: bool = False
+    slow_started: threading.Event = field(default_factory=threading.Event)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -51,8 +53,41 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/api/models"):
             self._send(200, MODELS)
         elif self.path == "/api/slow":
+            self.state.slow_started.set()
             time.sleep(1.0)
             self._send(200, {})
+        elif self.path == "/api/trickle":
+            # headers at once, then one byte every 0.1 s: no single read waits long, the whole takes 3 s
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "32")
+            self.end_headers()
+            try:
+                for byte in b'{"pad": "' + b"x" * 21 + b'"}':
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                self.state.trickle_done = True
+            except OSError:
+                pass
+        elif self.path == "/api/big":
+            data = b"[" + b"0," * 600 + b"0]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            try:
+                if "chunked" in self.headers.get("x-test", ""):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for i in range(0, len(data), 100):
+                        part = data[i : i + 100]
+                        self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+            except OSError:
+                self.close_connection = True  # the client hung up on a body it refused
         elif self.path == "/api/hangup":
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -167,3 +202,79 @@ def test_trio_connection_refused_is_typed() -> None:
                 await client.models.list()
 
     trio.run(main)
+
+
+async def test_asyncio_trickling_server_cannot_stretch_the_timeout(server: tuple[str, ServerState]) -> None:
+    url, state = server
+    async with _client(url, timeout=0.5, max_retries=0) as client:
+        with pytest.raises(APITimeoutError):
+            await client.request(_get("/trickle"), None)
+    assert not state.trickle_done  # cut off long before the 3 s body was through
+
+
+def test_trio_trickling_server_cannot_stretch_the_timeout(server: tuple[str, ServerState]) -> None:
+    url, state = server
+
+    async def main() -> None:
+        async with _client(url, timeout=0.5, max_retries=0) as client:
+            with pytest.raises(APITimeoutError):
+                await client.request(_get("/trickle"), None)
+
+    trio.run(main)
+    assert not state.trickle_done
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_asyncio_response_size_cap(server: tuple[str, ServerState], framing: str) -> None:
+    from gradient_async import APIResponseValidationError, RequestOptions
+
+    url, _ = server
+    async with _client(url, max_response_bytes=1000, max_retries=0) as client:
+        with pytest.raises(APIResponseValidationError, match="max_response_bytes"):
+            await client.request(RequestOptions("GET", "/big", extra_headers={"x-test": framing}), None)
+    async with _client(url, max_response_bytes=10_000) as client:
+        assert len(await client.request(RequestOptions("GET", "/big"), lambda data: list(data))) == 601
+
+
+def test_trio_response_size_cap(server: tuple[str, ServerState]) -> None:
+    from gradient_async import APIResponseValidationError, RequestOptions
+
+    url, _ = server
+
+    async def main() -> None:
+        # content-length framing only: cutting a chunked httpcore stream short leaves its nested
+        # async generators to the GC, which trio reports as a ResourceWarning (httpcore's, not ours)
+        async with _client(url, max_response_bytes=1000, max_retries=0) as client:
+            with pytest.raises(APIResponseValidationError, match="max_response_bytes"):
+                await client.request(RequestOptions("GET", "/big"), None)
+
+    trio.run(main)
+
+
+async def test_asyncio_close_during_flight_sends_nothing_more(server: tuple[str, ServerState]) -> None:
+    import anyio
+
+    from gradient_async import ClientClosedError
+
+    url, state = server
+    client = _client(url)  # retries on: a cut connection must still not be retried after close
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await client.request(_get("/slow"), None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await anyio.to_thread.run_sync(state.slow_started.wait, 5.0)
+        await client.aclose()
+    assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError)
+    assert [r[1] for r in state.requests] == ["/api/slow"]  # reached the server once, never again
+    with pytest.raises(ClientClosedError):
+        await client.models.list()
+    transport = client._pool.transport
+    assert isinstance(transport, AutoTransport)
+    with pytest.raises(httpx.ConnectError):  # the transport is never re-created
+        await transport.handle_async_request(httpx.Request("GET", url + "/models"))

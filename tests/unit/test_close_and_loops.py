@@ -1,0 +1,93 @@
+"""Closing a client (no attempt after close, draining) and the one-client-one-event-loop rule."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from gradient_async import AsyncGradient, ClientClosedError, GradientError
+
+from .conftest import ADAPTER_ID, BASE_URL, TOKEN, WORKSPACE
+
+OK = {"finishReason": "stop", "generatedOutput": "ok"}
+
+
+def _gated_client(gate: anyio.Event, seen: list[str], **kwargs: Any) -> AsyncGradient:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        await gate.wait()
+        return httpx.Response(200, json=OK)
+
+    return AsyncGradient(
+        access_token=TOKEN, workspace_id=WORKSPACE, base_url=BASE_URL, transport=httpx.MockTransport(handler), **kwargs
+    )
+
+
+async def test_aclose_with_timeout_drains_calls_in_flight() -> None:
+    gate = anyio.Event()
+    seen: list[str] = []
+    client = _gated_client(gate, seen)
+    results: list[str] = []
+
+    async def call() -> None:
+        results.append((await client.completions.create(ADAPTER_ID, query="q")).generated_output)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(lambda: client.aclose(timeout=30))
+        await anyio.wait_all_tasks_blocked()
+        assert client.is_closed
+        with pytest.raises(ClientClosedError):  # no new call while draining
+            await client.completions.create(ADAPTER_ID, query="q")
+        gate.set()
+    assert results == ["ok"] and len(seen) == 1
+
+
+async def test_aclose_without_drain_stops_retries_of_calls_in_flight() -> None:
+    gate = anyio.Event()
+    answers = [503, 200]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        status = answers.pop(0)
+        if status == 503:
+            await gate.wait()
+        return httpx.Response(status, json=OK)
+
+    client = AsyncGradient(
+        access_token=TOKEN, workspace_id=WORKSPACE, base_url=BASE_URL, transport=httpx.MockTransport(handler)
+    )
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await client.completions.create(ADAPTER_ID, query="q")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        await client.aclose()
+        gate.set()  # the in-flight attempt answers 503 after close: it must not be retried
+    assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError)
+    assert answers == [200]
+
+
+def test_a_client_belongs_to_one_event_loop() -> None:
+    gate = anyio.Event()
+    seen: list[str] = []
+    client = _gated_client(gate, seen)
+
+    async def use() -> str:
+        gate.set()
+        return (await client.completions.create(ADAPTER_ID, query="q")).generated_output
+
+    assert asyncio.run(use()) == "ok"
+    with pytest.raises(GradientError, match="one event loop"):
+        asyncio.run(use())
+    assert len(seen) == 1
