@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from gradient_async import AsyncGradient
-from gradient_async.batch_cli import run_file
+from gradient_async.cli.batch import run_file
 
 from .conftest import MODEL, FakeServer
 

@@ -66,3 +66,15 @@ def test_bad_input_is_caught_before_sending(env: GradientServerURL, capsys: pyte
     assert main(["complete", "some-model", "hi", "--max-tokens", "512"]) == 1
     assert "max_generated_token_count" in capsys.readouterr().err
     assert not [c for c in env.calls if "/complete" in c.path]
+
+
+def test_every_registered_subcommand_loads_and_parses() -> None:
+    import argparse
+
+    from gradient_async.cli import COMMANDS, _load
+
+    for name, (target, _help) in COMMANDS.items():
+        command = _load(target)
+        parser = argparse.ArgumentParser(prog=f"gradient-async {name}")
+        command.add_arguments(parser)
+        assert callable(command.run), name
