@@ -52,11 +52,11 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 def _base_model(api: str) -> str:
     request = urllib.request.Request(
-        api + "/models?onlyBase=true",
+        api + "/models?onlyBase=True",
         headers={"Authorization": f"Bearer {TOKEN}", "x-gradient-workspace-id": WORKSPACE},
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
-        return str(json.load(answer)[-1]["id"])
+        return str(json.load(answer)["models"][-1]["id"])
 
 
 def _measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -82,6 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each command, alternating (best is kept)")
     args = parser.parse_args()
     n = args.items
     with tempfile.TemporaryDirectory(prefix="gradient-bench-eval-") as tmp_dir:
@@ -109,7 +110,8 @@ def main() -> int:
             }
             common = ["--model", model, "--concurrency", str(args.concurrency), "--max-tokens", "8", "--no-progress"]
             runs: dict[str, dict[str, Any]] = {}
-            for name in ("batch", "eval", "batch#2", "eval#2"):  # alternate, so drift hits both alike
+            names = [f"{kind}#{r + 1}" for r in range(args.repeat) for kind in ("batch", "eval")]
+            for name in names:  # alternate, so drift in the machine's load hits both alike
                 if name.startswith("batch"):
                     cmd = [*CLI, "batch", str(prompts), "-o", str(tmp / f"{name}.jsonl"), *common]
                 else:
@@ -123,7 +125,10 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    best = {k: min((runs[k], runs[k + "#2"]), key=lambda r: r["wall_s"]) for k in ("batch", "eval")}
+    best = {
+        k: min((r for name, r in runs.items() if name.startswith(k)), key=lambda r: r["wall_s"])
+        for k in ("batch", "eval")
+    }
     ratios = {
         "time_eval_over_batch": round(best["eval"]["wall_s"] / best["batch"]["wall_s"], 3),
         "rss_eval_over_batch": round(best["eval"]["peak_rss_mb"] / best["batch"]["peak_rss_mb"], 3),

@@ -17,7 +17,7 @@ from typing import Any
 from gradient_async._client import AsyncGradient
 from gradient_async.cli._command import Subcommand
 
-__all__ = ["complete", "create_adapter", "delete_adapter", "fine_tune", "models"]
+__all__ = ["complete", "create_adapter", "delete_adapter", "models"]
 
 
 def _print_json(data: Any) -> None:
@@ -90,20 +90,7 @@ async def _complete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fine_tune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("adapter_id")
-    p.add_argument("samples", nargs="+")
-
-
-async def _fine_tune(args: argparse.Namespace) -> int:
-    async with AsyncGradient() as client:
-        result = await client.fine_tunes.create(args.adapter_id, samples=list(args.samples))
-        _print_json(result.to_wire())
-    return 0
-
-
 models = Subcommand(_models_arguments, _sync(_models))
 create_adapter = Subcommand(_create_adapter_arguments, _sync(_create_adapter))
 delete_adapter = Subcommand(_delete_adapter_arguments, _sync(_delete_adapter))
 complete = Subcommand(_complete_arguments, _sync(_complete))
-fine_tune = Subcommand(_fine_tune_arguments, _sync(_fine_tune))
