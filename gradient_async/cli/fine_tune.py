@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Literal
 
 from gradient_async._client import AsyncGradient
-from gradient_async._errors import GradientError
+from gradient_async._errors import GradientError, ValidationError
 from gradient_async.evaluation.report import write_report
-from gradient_async.training import DEFAULT_MAX_REQUEST_BYTES, FineTuneRunResult, fine_tune_run
+from gradient_async.training import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    CheckpointError,
+    FineTuneRunResult,
+    UncertainStepError,
+    fine_tune_run,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -107,9 +113,12 @@ async def _main(args: argparse.Namespace) -> int:
                 eval_data=args.eval_data,
                 scorers=args.scorer or ["contains"],
             )
+        except (CheckpointError, ValidationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         except GradientError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            if args.checkpoint is not None and args.checkpoint.exists():
+            if args.checkpoint is not None and args.checkpoint.exists() and not isinstance(exc, UncertainStepError):
                 print(f"checkpoint: {args.checkpoint}; continue with: {_resume_hint(args)}", file=sys.stderr)
             return 1
     if args.json:
