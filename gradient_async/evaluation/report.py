@@ -39,6 +39,13 @@ svg.chart{max-width:100%;height:auto}
 """
 
 
+_SHOWN = 2000  # characters of a query or answer shown in the report
+
+
+def _clip(text: str) -> str:
+    return escape(text if len(text) <= _SHOWN else text[:_SHOWN] + f"… ({len(text) - _SHOWN} more characters)")
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -157,14 +164,14 @@ def _eval_sections(result: EvalResult) -> list[str]:
                 '<div class="item"><p><b>'
                 + escape(str(d.id))
                 + "</b> "
-                + escape(d.query)
+                + _clip(d.query)
                 + "<br><span class=muted>expected: "
                 + escape(" | ".join(d.expected))
                 + f" · scorer: {escape(d.scorer)}</span></p><div class=side>"
                 + f'<div><div class="{mark_a}">{escape(d.a)}: {d.score_a:g}</div>'
-                + f'<div class="answer">{escape(d.answer_a)}</div></div>'
+                + f'<div class="answer">{_clip(d.answer_a)}</div></div>'
                 + f'<div><div class="{mark_b}">{escape(d.b)}: {d.score_b:g}</div>'
-                + f'<div class="answer">{escape(d.answer_b)}</div></div></div></div>'
+                + f'<div class="answer">{_clip(d.answer_b)}</div></div></div></div>'
             )
     return out
 

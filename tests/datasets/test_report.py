@@ -178,3 +178,11 @@ def test_markdown_summary() -> None:
     assert "| base | 50 | 0 | 0.200 [0.100, 0.300] | 0.500 [0.350, 0.650] |" in text
     assert "| base | tuned | exact | 1 | 31 | 16 | 1.54e-08 |" in text
     assert "| 2 | 3 | 30 | 1.2000 | 0.900 |" in text
+
+
+def test_huge_answers_are_clipped_in_the_page() -> None:
+    result = _result()
+    huge = Disagreement("q2", "x" * 10, ("4",), "exact", "base", "tuned", "y" * 50_000, "4", 0.0, 1.0)
+    result.disagreements.append(huge)
+    page = render_html(result)
+    assert "y" * 2000 + "… (48000 more characters)" in page and "y" * 2001 not in page
