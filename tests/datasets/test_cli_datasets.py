@@ -91,3 +91,14 @@ def test_failures_exit_1_and_bad_input_is_named(
     assert "training data not found" in capsys.readouterr().err
     assert main(["fine-tune", "adapter", "--resume", "--data", str(evalset)]) == 2
     assert "--resume needs --checkpoint" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_anything_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, evalset = _files(tmp_path)
+    base = ["eval", "--data", str(evalset), "--model", "m"]
+    assert main([*base, "--summary-json", str(tmp_path / "missing" / "s.json")]) == 2
+    assert "cannot write --summary-json: folder" in capsys.readouterr().err
+    assert main([*base, "--report", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main([*base, "--resume"]) == 2
+    assert "--resume needs --rows" in capsys.readouterr().err
