@@ -15,7 +15,7 @@ Example::
     asyncio.run(main())
 """
 
-from gradient_async._client import AsyncGradient, RequestOptions
+from gradient_async._client import AsyncGradient, RawResponse, RequestOptions
 from gradient_async._config import NOT_GIVEN, ClientConfig, NotGiven
 from gradient_async._errors import (
     APIConnectionError,
@@ -28,17 +28,17 @@ from gradient_async._errors import (
     ClientClosedError,
     ConflictError,
     GradientError,
+    InputValidationError,
     InternalServerError,
     MissingCredentialsError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
-    ValidationError,
 )
 from gradient_async._retry import RetryEvent, RetryPolicy
 from gradient_async._version import __version__
-from gradient_async.objects import BaseModel, Model, ModelAdapter
+from gradient_async.objects import BaseModelHandle, Model, ModelAdapter
 from gradient_async.types import (
     CapabilityFilter,
     Completion,
@@ -61,7 +61,7 @@ __all__ = [
     "AsyncGradient",
     "AuthenticationError",
     "BadRequestError",
-    "BaseModel",
+    "BaseModelHandle",
     "CapabilityFilter",
     "ClientClosedError",
     "ClientConfig",
@@ -73,6 +73,7 @@ __all__ = [
     "FineTuneResult",
     "GradientError",
     "Guidance",
+    "InputValidationError",
     "InternalServerError",
     "MissingCredentialsError",
     "Model",
@@ -83,12 +84,30 @@ __all__ = [
     "PermissionDeniedError",
     "Rag",
     "RateLimitError",
+    "RawResponse",
     "RequestOptions",
     "RetryEvent",
     "RetryPolicy",
     "Sample",
     "StructuredInput",
     "UnprocessableEntityError",
-    "ValidationError",
     "__version__",
 ]
+
+
+_DEPRECATED = {"BaseModel": "BaseModelHandle", "ValidationError": "InputValidationError"}
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated aliases (the old names shadowed pydantic's `BaseModel` and `ValidationError`)."""
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"gradient_async.{name} is deprecated and will be removed in a future release: use {new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

@@ -152,6 +152,14 @@ _UNBOUND: Final = object()
 _STOCK_TRANSPORT_LOOKUP: Final = getattr(httpx.AsyncClient, "_transport_for_url", None)
 
 
+def _respx_patched() -> bool:
+    """Whether respx (`respx.mock(using="httpx")`) has patched httpx's transport lookup: then requests
+    go through httpx's public `send`, where respx intercepts them. The private attribute is only
+    read here to detect the patch, never called."""
+    lookup = getattr(httpx.AsyncClient, "_transport_for_url", None)
+    return lookup is not _STOCK_TRANSPORT_LOOKUP and getattr(lookup, "__module__", "").startswith("respx")
+
+
 class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # aclose(timeout=...) drains: no new call starts, calls in flight may finish
@@ -233,7 +241,7 @@ class _Pool:
         patched by respx (`respx.mock(using="httpx")`), is used through the public `send`.
         Bodies over `max_response_bytes` raise ResponseTooLarge, without being read whole."""
         transport = self.transport
-        if transport is None or getattr(httpx.AsyncClient, "_transport_for_url", None) is not _STOCK_TRANSPORT_LOOKUP:
+        if transport is None or _respx_patched():
             response = await self.http.send(request, stream=True)
         else:
             response = await transport.handle_async_request(request)

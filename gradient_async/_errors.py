@@ -2,7 +2,7 @@
 
     GradientError
      ├── MissingCredentialsError (also ValueError)  no token / workspace; names the env var
-     ├── ValidationError (also ValueError)           bad input, caught before any request is sent
+     ├── InputValidationError (also ValueError)      bad input, caught before any request is sent
      ├── ClientClosedError (also RuntimeError)       the client was used after aclose()
      └── APIError                                    something went wrong talking to the API
           ├── APIConnectionError                     no usable response (DNS, refused, reset, ...)
@@ -44,6 +44,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "GradientError",
+    "InputValidationError",
     "InternalServerError",
     "MissingCredentialsError",
     "NotFoundError",
@@ -64,8 +65,13 @@ class MissingCredentialsError(GradientError, ValueError):
     """No access token or workspace id was given or found in the environment."""
 
 
-class ValidationError(GradientError, ValueError):
-    """Input that the API would reject, caught before anything is sent."""
+class InputValidationError(GradientError, ValueError):
+    """Input that the API would reject, caught before anything is sent. (Named `ValidationError` before
+    0.3: that name shadowed pydantic's; `gradient_async.ValidationError` is a deprecated alias.)"""
+
+
+ValidationError = InputValidationError
+"""Internal spelling kept for the package's own modules; users see the deprecated alias."""
 
 
 class ClientClosedError(GradientError, RuntimeError):

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from gradient_async._batch.inputs import Tokenizer, aiter_any, completion_job, estimate_tokens, known_length
-from gradient_async._batch.items import BatchItem, BatchResult, BatchStats, Job
+from gradient_async._batch.items import BatchFailed, BatchItem, BatchOk, BatchResult, BatchStats, Job, batch_item
 from gradient_async._batch.progress import ProgressArg, ProgressCallback, TqdmProgress, resolve_progress
 from gradient_async._batch.runner import BatchRunner
 from gradient_async._errors import ValidationError
@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_MIN_RETRIES",
+    "BatchFailed",
     "BatchItem",
+    "BatchOk",
     "BatchResult",
     "BatchStats",
     "BatchStream",
@@ -257,9 +259,9 @@ async def embed_batch(
             if error is None and value is None:
                 error = ValidationError(f"the server returned no embedding for text {offset} of chunk {chunk.index}")
             items.append(
-                BatchItem(
-                    index=chunk.index * chunk_size + offset,
-                    prompt=text,
+                batch_item(
+                    chunk.index * chunk_size + offset,
+                    text,
                     value=value,
                     error=error,
                     attempts=chunk.attempts,

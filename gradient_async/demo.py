@@ -27,7 +27,7 @@ import httpx
 
 from gradient_async._client import AsyncGradient
 from gradient_async._errors import GradientError
-from gradient_async.objects import BaseModel
+from gradient_async.objects import BaseModelHandle
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -85,8 +85,8 @@ async def _story(client: AsyncGradient, *, max_fine_tunes: int) -> bool:
     t0 = time.perf_counter()
     bases = await client.models.list(only_base=True)
     base = bases[-1]
-    assert isinstance(base, BaseModel)
-    print(f"base models: {', '.join(b.slug for b in bases if isinstance(b, BaseModel))} -> using {base.slug}")
+    assert isinstance(base, BaseModelHandle)
+    print(f"base models: {', '.join(b.slug for b in bases if isinstance(b, BaseModelHandle))} -> using {base.slug}")
     adapter = await base.create_adapter(name="my_model_adapter")
     print(f"created adapter {adapter.id} ({(time.perf_counter() - t0) * 1000:.0f} ms)")
     try:

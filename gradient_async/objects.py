@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -24,7 +25,7 @@ from gradient_async.types.models import BaseModelInfo, ModelAdapterInfo
 if TYPE_CHECKING:
     from gradient_async._client import AsyncGradient
 
-__all__ = ["BaseModel", "ModelAdapter", "Model"]
+__all__ = ["BaseModelHandle", "Model", "ModelAdapter"]
 
 
 def _attached(client: AsyncGradient | None) -> AsyncGradient:
@@ -33,12 +34,13 @@ def _attached(client: AsyncGradient | None) -> AsyncGradient:
     return client
 
 
-class BaseModel(BaseModelInfo):
-    """A base model you can complete with and create adapters from."""
+class BaseModelHandle(BaseModelInfo):
+    """A base model you can complete with and create adapters from (`BaseModel` before 0.3: that name
+    shadowed pydantic's and is kept as a deprecated alias)."""
 
     _client: Any = PrivateAttr(default=None)
 
-    def bind(self, client: AsyncGradient) -> BaseModel:
+    def bind(self, client: AsyncGradient) -> BaseModelHandle:
         """Attach to `client` (done for you by every client method that returns one)."""
         self._client = client
         return self
@@ -123,4 +125,15 @@ class ModelAdapter(ModelAdapterInfo):
         await self.client.adapters.delete(self.id)
 
 
-Model = BaseModel | ModelAdapter
+Model = BaseModelHandle | ModelAdapter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BaseModel":
+        warnings.warn(
+            "gradient_async.objects.BaseModel is deprecated: use BaseModelHandle (the old name shadowed pydantic's)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BaseModelHandle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeAlias, TypeVar
 
 from gradient_async._errors import GradientError
 
-__all__ = ["BatchItem", "BatchResult", "BatchStats", "Job"]
+__all__ = ["BatchFailed", "BatchItem", "BatchOk", "BatchResult", "BatchStats", "Job", "batch_item"]
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -26,8 +26,8 @@ class Job(Generic[P]):
 
 
 @dataclass(frozen=True, slots=True)
-class BatchItem(Generic[T]):
-    """The outcome for one input: `value` on success, else `error` (a typed `GradientError`).
+class BatchOk(Generic[T]):
+    """An input that succeeded: `value` holds the result (`error` is None, `ok` is True).
 
     `index` is the position in the input, `id` the user's id (if the input had one),
     `attempts` the HTTP attempts it took.
@@ -35,26 +35,70 @@ class BatchItem(Generic[T]):
 
     index: int
     prompt: Any
-    value: T | None = None
-    error: GradientError | None = None
+    value: T
     id: Any = None
     attempts: int = 0
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
+    def ok(self) -> Literal[True]:
+        return True
+
+    @property
+    def error(self) -> None:
+        return None
 
     def unwrap(self) -> T:
-        """The value, or raise the item's error.
-
-        Example::
-
-            texts = [item.unwrap().generated_output for item in result]
-        """
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
+        """The value (an ok item never raises)."""
         return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailed(Generic[T]):
+    """An input that failed for good: `error` is a typed `GradientError` (`value` is None, `ok` is False)."""
+
+    index: int
+    prompt: Any
+    error: GradientError
+    id: Any = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> Literal[False]:
+        return False
+
+    @property
+    def value(self) -> None:
+        return None
+
+    def unwrap(self) -> NoReturn:
+        """Raise the item's error."""
+        raise self.error
+
+
+BatchItem: TypeAlias = BatchOk[T] | BatchFailed[T]
+"""The outcome for one input. `if item.ok:` narrows it to `BatchOk` (so `item.value` is a `T`),
+else to `BatchFailed` (so `item.error` is a `GradientError`).
+
+Example::
+
+    for item in result:
+        print(item.value.generated_output if item.ok else item.error)
+"""
+
+
+def batch_item(
+    index: int,
+    prompt: Any,
+    *,
+    value: T | None = None,
+    error: GradientError | None = None,
+    id: Any = None,
+    attempts: int = 0,
+) -> BatchItem[T]:
+    """`BatchFailed` when `error` is set, else `BatchOk` with `value`."""
+    if error is not None:
+        return BatchFailed(index=index, prompt=prompt, error=error, id=id, attempts=attempts)
+    return BatchOk(index=index, prompt=prompt, value=value, id=id, attempts=attempts)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from gradient_async._batch.inputs import aiter_any
-from gradient_async._batch.items import BatchItem, BatchStats, Job
+from gradient_async._batch.items import BatchItem, BatchStats, Job, batch_item
 from gradient_async._batch.progress import ProgressCallback
 from gradient_async._batch.window import AdaptiveWindow
 from gradient_async._errors import APITimeoutError, GradientError, RateLimitError, ValidationError
@@ -195,7 +195,7 @@ class BatchRunner(Generic[P, T]):
                         try:
                             job = make_job(index, raw)
                         except GradientError as err:
-                            await send.send(BatchItem(index=index, prompt=raw, error=err))
+                            await send.send(batch_item(index, raw, error=err))
                         else:
                             tg.start_soon(self._work, job, send.clone())
                         index += 1
@@ -230,7 +230,7 @@ class BatchRunner(Generic[P, T]):
                 f"batch item {job.index}: no answer within the {deadline} s deadline "
                 "(RetryPolicy.deadline bounds each item: window wait, attempts, waits)"
             )
-            return BatchItem(index=job.index, prompt=job.prompt, error=error, id=job.id, attempts=tally[0])
+            return batch_item(job.index, job.prompt, error=error, id=job.id, attempts=tally[0])
 
     async def _attempt_loop(self, job: Job[P], started: float, tally: list[int]) -> BatchItem[T]:
         policy = self._retry
@@ -253,7 +253,7 @@ class BatchRunner(Generic[P, T]):
                 self._window.release(slot)
                 if isinstance(err, ValidationError):  # refused before anything was sent
                     stats.requests -= 1
-                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts - 1)
+                    return batch_item(job.index, job.prompt, error=err, id=job.id, attempts=attempts - 1)
                 is_429 = isinstance(err, RateLimitError)
                 if is_429:
                     stats.rate_limited += 1
@@ -263,7 +263,7 @@ class BatchRunner(Generic[P, T]):
                     err, attempts, elapsed, idempotent=True, rate_limited=rate_limited, rng=self._rng
                 )
                 if wait is None:
-                    return BatchItem(index=job.index, prompt=job.prompt, error=err, id=job.id, attempts=attempts)
+                    return batch_item(job.index, job.prompt, error=err, id=job.id, attempts=attempts)
                 if is_429:
                     self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
                 else:
@@ -274,4 +274,4 @@ class BatchRunner(Generic[P, T]):
                 raise
             self._window.release(slot)
             self._window.on_success(slot)
-            return BatchItem(index=job.index, prompt=job.prompt, value=value, id=job.id, attempts=attempts)
+            return batch_item(job.index, job.prompt, value=value, id=job.id, attempts=attempts)

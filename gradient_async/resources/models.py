@@ -10,7 +10,7 @@ from pydantic import Discriminator, Tag, TypeAdapter
 
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
-from gradient_async.objects import BaseModel, Model, ModelAdapter
+from gradient_async.objects import BaseModelHandle, Model, ModelAdapter
 from gradient_async.resources._base import AsyncResource, path_id
 from gradient_async.types._base import GradientModel
 from gradient_async.types.models import CapabilityFilter
@@ -26,7 +26,7 @@ def _kind(value: Any) -> str:
 
 
 _ModelUnion = Annotated[
-    Annotated[BaseModel, Tag("baseModel")] | Annotated[ModelAdapter, Tag("modelAdapter")],
+    Annotated[BaseModelHandle, Tag("baseModel")] | Annotated[ModelAdapter, Tag("modelAdapter")],
     Discriminator(_kind),
 ]
 
@@ -57,7 +57,7 @@ class AsyncModels(AsyncResource):
         extra_headers: Mapping[str, str] | None = ...,
         extra_query: Mapping[str, str] | None = ...,
         extra_body: Mapping[str, Any] | None = ...,
-    ) -> builtins.list[BaseModel]: ...
+    ) -> builtins.list[BaseModelHandle]: ...
 
     @overload
     async def list(
@@ -82,9 +82,9 @@ class AsyncModels(AsyncResource):
         extra_headers: Mapping[str, str] | None = None,
         extra_query: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
-    ) -> builtins.list[BaseModel] | builtins.list[Model]:
+    ) -> builtins.list[BaseModelHandle] | builtins.list[Model]:
         """Base models and (unless `only_base`) adapters of the workspace. With `only_base=True`
-        the result is typed `list[BaseModel]`, so `create_adapter` type-checks without a cast.
+        the result is typed `list[BaseModelHandle]`, so `create_adapter` type-checks without a cast.
 
         Args:
             only_base: only base models.
@@ -115,7 +115,7 @@ class AsyncModels(AsyncResource):
         )
         models = [m.bind(self._client) for m in result.models]
         if only_base:
-            return [m for m in models if isinstance(m, BaseModel)]
+            return [m for m in models if isinstance(m, BaseModelHandle)]
         return models
 
     async def get(

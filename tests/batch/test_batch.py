@@ -12,12 +12,12 @@ from gradient_async import (
     APITimeoutError,
     AsyncGradient,
     BadRequestError,
+    InputValidationError,
     InternalServerError,
     RateLimitError,
     RetryPolicy,
-    ValidationError,
 )
-from gradient_async.batch import BatchItem
+from gradient_async.batch import BatchFailed, BatchItem, BatchOk
 from gradient_async.types import Completion
 
 from .conftest import MODEL, FakeServer, FakeSleep, http_date
@@ -40,8 +40,8 @@ async def test_results_in_input_order_with_per_item_errors(
     assert (result.ok, result.failed) == (37, 3)
     assert isinstance(result[3].error, BadRequestError) and result[3].attempts == 1
     assert result[7].id == "x7" and result[7].unwrap().generated_output == "echo: q7"
-    assert isinstance(result[9].error, ValidationError) and "prompt 9" in str(result[9].error)
-    assert isinstance(result[11].error, ValidationError) and "max_generated_token_count" in str(result[11].error)
+    assert isinstance(result[9].error, InputValidationError) and "prompt 9" in str(result[9].error)
+    assert isinstance(result[11].error, InputValidationError) and "max_generated_token_count" in str(result[11].error)
     assert result[0].value == Completion(finish_reason="length", generated_output="echo: p0")
     assert server.requests == 38  # the two invalid items never reached the server
     with pytest.raises(BadRequestError):
@@ -229,9 +229,9 @@ async def test_input_errors_surface_without_exception_groups(make_client: Callab
     async with make_client() as client:
         with pytest.raises(OSError, match="disk gone"):
             await client.completions.batch(MODEL, broken())
-        with pytest.raises(ValidationError, match="max_concurrency"):
+        with pytest.raises(InputValidationError, match="max_concurrency"):
             await client.completions.batch(MODEL, ["a"], max_concurrency=0)
-        with pytest.raises(ValidationError, match="progress"):
+        with pytest.raises(InputValidationError, match="progress"):
             await client.completions.batch(MODEL, ["a"], progress="bar")  # type: ignore[arg-type]
 
 
@@ -263,10 +263,12 @@ async def _no_sleep(_: float) -> None:
 
 
 def test_items_are_plain_values() -> None:
-    item: BatchItem[int] = BatchItem(index=0, prompt="p", value=3)
+    item: BatchItem[int] = BatchOk(index=0, prompt="p", value=3)
     assert item.ok and item.unwrap() == 3
-    failed: BatchItem[int] = BatchItem(index=1, prompt="p", error=RateLimitError.__new__(RateLimitError))
-    assert not failed.ok
+    failed: BatchItem[int] = BatchFailed(index=1, prompt="p", error=RateLimitError.__new__(RateLimitError))
+    assert not failed.ok and failed.value is None
+    with pytest.raises(RateLimitError):
+        failed.unwrap()
 
 
 async def test_cancelling_the_consumer_stops_the_stream_at_once(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gradient_async import ValidationError
+from gradient_async import InputValidationError
 from gradient_async.evaluation import EvalItem, Judge, Similarity, evaluate, load_items
 from gradient_async.evaluation.scorers import JUDGE_PROMPT
 from gradient_async.testing import GradientServer
@@ -86,7 +86,7 @@ async def test_resume_runs_only_what_is_missing(gradient_server: GradientServer,
     # keep 5 rows, a failed row and a torn line: 11 of 16 must run again
     failed = json.dumps({**json.loads(lines[5]), "error": "APIConnectionError: boom", "answer": None}) + "\n"
     rows.write_text("".join(lines[:5]) + failed + lines[6][:10])
-    with pytest.raises(ValidationError, match="--resume"):
+    with pytest.raises(InputValidationError, match="--resume"):
         await evaluate(gradient_server.client, ITEMS, models=[base, adapter], scorers=["exact"], rows=rows)
     before = len(gradient_server.calls)
     again = await evaluate(
@@ -96,7 +96,7 @@ async def test_resume_runs_only_what_is_missing(gradient_server: GradientServer,
     assert again.summary.to_json() == first.summary.to_json()
     keys = [(r["model"], r["id"]) for r in map(json.loads, rows.read_text().splitlines())]
     assert len(keys) == len(set(keys)) == 16
-    with pytest.raises(ValidationError, match="does not match this data"):
+    with pytest.raises(InputValidationError, match="does not match this data"):
         other = [{**it, "id": f"x{i}"} for i, it in enumerate(ITEMS)]
         await evaluate(gradient_server.client, other, models=[base, adapter], scorers=["exact"], rows=rows, resume=True)
 
@@ -119,16 +119,16 @@ async def test_similarity_and_judge_use_the_api(gradient_server: GradientServer)
 def test_items_are_validated_with_their_line(tmp_path: Path) -> None:
     path = tmp_path / "eval.jsonl"
     path.write_text('{"query": "a", "expected": "b"}\n{"query": "a", "expected": []}\n')
-    with pytest.raises(ValidationError, match=r"eval.jsonl:2: 'expected'"):
+    with pytest.raises(InputValidationError, match=r"eval.jsonl:2: 'expected'"):
         load_items(path)
     path.write_text('{"query": "a", "expected": "b", "colour": 1}\n')
-    with pytest.raises(ValidationError, match=r"unknown field.*colour"):
+    with pytest.raises(InputValidationError, match=r"unknown field.*colour"):
         load_items(path)
     path.write_text('{"query": "a", "expected": "b", "max_generated_token_count": 0}\n')
-    with pytest.raises(ValidationError, match=r"eval.jsonl:1.*max_generated_token_count"):
+    with pytest.raises(InputValidationError, match=r"eval.jsonl:1.*max_generated_token_count"):
         load_items(path)
     path.write_text('{"id": 1, "query": "a", "expected": "b"}\n{"id": 1, "query": "c", "expected": "d"}\n')
-    with pytest.raises(ValidationError, match="duplicate id 1"):
+    with pytest.raises(InputValidationError, match="duplicate id 1"):
         load_items(path)
     path.write_text('{"query": "a", "expected": "b", "temperature": 0}\n\n{"query": "c", "expected": ["d", "e"]}\n')
     items = list(load_items(path))

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from gradient_async import AsyncGradient, ValidationError
+from gradient_async import AsyncGradient, InputValidationError
 from gradient_async.evaluation import EvalItem, bootstrap_ci, mcnemar_exact, resolve_scorers
 from gradient_async.evaluation.scorers import Score, Scorer, normalize_text, parse_number
 from gradient_async.evaluation.stats import binomial, pair_counts
@@ -75,15 +75,15 @@ async def test_callable_scorers_and_their_failures() -> None:
 
 
 def test_scorer_specs_are_checked() -> None:
-    with pytest.raises(ValidationError, match="unknown scorer 'bleu'"):
+    with pytest.raises(InputValidationError, match="unknown scorer 'bleu'"):
         resolve_scorers(["bleu"])
-    with pytest.raises(ValidationError, match="judge:MODEL_ID"):
+    with pytest.raises(InputValidationError, match="judge:MODEL_ID"):
         resolve_scorers(["judge"])
-    with pytest.raises(ValidationError, match="invalid regular expression"):
+    with pytest.raises(InputValidationError, match="invalid regular expression"):
         resolve_scorers(["regex:("])
-    with pytest.raises(ValidationError, match="not a number"):
+    with pytest.raises(InputValidationError, match="not a number"):
         resolve_scorers(["number:abc"])
-    with pytest.raises(ValidationError, match="named 'exact'"):
+    with pytest.raises(InputValidationError, match="named 'exact'"):
         resolve_scorers(["exact", "exact"])
     assert [s.name for s in resolve_scorers(["number:0.5", "similarity:0.9", "judge:m1"])] == [
         "number:0.5",

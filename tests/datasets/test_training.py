@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gradient_async import ValidationError
+from gradient_async import InputValidationError
 from gradient_async.testing import GradientServer
 from gradient_async.training import (
     CheckpointError,
@@ -66,20 +66,20 @@ def test_plan_is_deterministic_and_respects_batch_size_and_caps() -> None:
 def test_bad_data_is_named_before_sending(tmp_path: Path) -> None:
     bad = tmp_path / "train.jsonl"
     bad.write_text('{"inputs": "ok"}\n\n{"inputs": ""}\n', encoding="utf-8")
-    with pytest.raises(ValidationError, match=r"train.jsonl:3"):
+    with pytest.raises(InputValidationError, match=r"train.jsonl:3"):
         load_samples(bad)
     bad.write_text('{"inputs": "ok"}\nnot json\n', encoding="utf-8")
-    with pytest.raises(ValidationError, match=r"train.jsonl:2: not valid JSON"):
+    with pytest.raises(InputValidationError, match=r"train.jsonl:2: not valid JSON"):
         load_samples(bad)
-    with pytest.raises(ValidationError, match="not found"):
+    with pytest.raises(InputValidationError, match="not found"):
         load_samples(tmp_path / "missing.jsonl")
-    with pytest.raises(ValidationError, match="sample 1"):
+    with pytest.raises(InputValidationError, match="sample 1"):
         load_samples(["fine", 42])  # type: ignore[list-item]
-    with pytest.raises(ValidationError, match="no samples"):
+    with pytest.raises(InputValidationError, match="no samples"):
         load_samples([])
-    with pytest.raises(ValidationError, match=r"sample 0 is .* bytes, over max_request_bytes=100"):
+    with pytest.raises(InputValidationError, match=r"sample 0 is .* bytes, over max_request_bytes=100"):
         plan_steps(load_samples(["x" * 200]), max_request_bytes=100)
-    with pytest.raises(ValidationError, match="batch_size must be an integer >= 1"):
+    with pytest.raises(InputValidationError, match="batch_size must be an integer >= 1"):
         plan_steps(load_samples(["x"]), batch_size=0)
 
 
@@ -171,9 +171,9 @@ async def test_per_epoch_evaluation(gradient_server: GradientServer, tmp_path: P
 def test_hostile_files(tmp_path: Path) -> None:
     binary = tmp_path / "train.bin"
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
-    with pytest.raises(ValidationError, match="not UTF-8"):
+    with pytest.raises(InputValidationError, match="not UTF-8"):
         load_samples(binary)
-    with pytest.raises(ValidationError, match="not found"):
+    with pytest.raises(InputValidationError, match="not found"):
         load_samples(_dir_link(tmp_path))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, BaseModel
+from gradient_async import AsyncGradient, BaseModelHandle
 
 from .conftest import SEED_ANSWER, SEED_PROMPT
 
@@ -33,7 +33,7 @@ async def test_seed_story_through_the_sdk_and_server(local_engine: Any, engine_d
         timeout=300,
     ) as client:
         base = (await client.models.list(only_base=True))[-1]
-        assert isinstance(base, BaseModel) and base.slug == "smollm2-135m-instruct"
+        assert isinstance(base, BaseModelHandle) and base.slug == "smollm2-135m-instruct"
         base_before = (await base.complete(query=SEED_PROMPT, max_generated_token_count=24)).generated_output
 
         adapter = await base.create_adapter(name="my_model_adapter")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, InternalServerError, ValidationError
+from gradient_async import AsyncGradient, InputValidationError, InternalServerError
 from gradient_async.langchain import GradientEmbeddings
 
 
@@ -39,7 +39,7 @@ async def test_errors_are_typed(mock_client: AsyncGradient, fake_gradient) -> No
 
     fake_gradient.handler = broken  # type: ignore[method-assign]
     embeddings = GradientEmbeddings(model="bge-large", client=mock_client, max_retries=0)
-    with pytest.raises(ValidationError, match="input"):
+    with pytest.raises(InputValidationError, match="input"):
         await embeddings.aembed_documents(["ok", ""])
     transport = httpx.MockTransport(broken)
     async with AsyncGradient(

@@ -11,7 +11,7 @@ import pytest
 from langchain_core.prompts import PromptTemplate
 from pydantic import ValidationError as PydanticValidationError
 
-from gradient_async import AsyncGradient, InternalServerError, NotFoundError, ValidationError
+from gradient_async import AsyncGradient, InputValidationError, InternalServerError, NotFoundError
 from gradient_async.langchain import GradientLLM, _feeder
 from gradient_async.langchain.llms import apply_stop
 
@@ -182,7 +182,7 @@ async def test_abatch_return_exceptions_keeps_each_error_in_place(mock_client: A
             assert out[i] == f"echo: p{i}"
     assert isinstance(out[3], NotFoundError)
     assert isinstance(out[7], InternalServerError)
-    assert isinstance(out[10], ValidationError) and "query" in str(out[10])
+    assert isinstance(out[10], InputValidationError) and "query" in str(out[10])
 
 
 async def test_abatch_goes_through_the_batch_engine(

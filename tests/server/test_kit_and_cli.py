@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import respx
 
-from gradient_async import AsyncGradient, BaseModel, NotFoundError
+from gradient_async import AsyncGradient, BaseModelHandle, NotFoundError
 from gradient_async.server.cli import add_arguments, build_settings
 from gradient_async.server.settings import load_credentials
 from gradient_async.testing import MOCK_ADAPTER_ID, MOCK_BASE_URL
@@ -20,7 +20,7 @@ from gradient_async.testing import MOCK_ADAPTER_ID, MOCK_BASE_URL
 async def test_mock_gradient_answers_like_the_api(mock_gradient: respx.MockRouter) -> None:
     async with AsyncGradient(access_token="t", workspace_id="w", base_url=MOCK_BASE_URL) as client:
         base = (await client.models.list(only_base=True))[-1]
-        assert isinstance(base, BaseModel)
+        assert isinstance(base, BaseModelHandle)
         adapter = await base.create_adapter(name="x")
         assert adapter.id == MOCK_ADAPTER_ID
         assert (await adapter.complete(query="Hi")).generated_output == "mock answer to: Hi"

@@ -10,7 +10,7 @@ import pytest
 from gradient_async import (
     AuthenticationError,
     BadRequestError,
-    BaseModel,
+    BaseModelHandle,
     ModelAdapter,
     NotFoundError,
     PermissionDeniedError,
@@ -35,7 +35,7 @@ async def raw(
 
 async def new_adapter(srv: GradientServer) -> ModelAdapter:
     base = (await srv.client.models.list(only_base=True))[-1]
-    assert isinstance(base, BaseModel)
+    assert isinstance(base, BaseModelHandle)
     return await base.create_adapter(name="my_model_adapter")
 
 
@@ -74,7 +74,7 @@ async def test_list_filters_and_describe(gradient_server: GradientServer) -> Non
     assert set(wire) == {"id", "name", "baseModelId", "latestUpdateTime", "type"}
     assert wire["latestUpdateTime"].endswith("Z")
     base = await gradient_server.client.models.get(gradient_server.base_model_ids[0])
-    assert isinstance(base, BaseModel) and base.slug == "gradient-test-model-mini"
+    assert isinstance(base, BaseModelHandle) and base.slug == "gradient-test-model-mini"
 
 
 async def test_create_accepts_official_sdk_shape(gradient_server: GradientServer) -> None:

@@ -6,7 +6,7 @@ import aiohttp
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, BaseModel, RateLimitError
+from gradient_async import AsyncGradient, BaseModelHandle, RateLimitError
 from gradient_async.demo import ANSWER as SEED_ANSWER
 from gradient_async.demo import QUESTION as SEED_QUESTION
 from gradient_async.testing import GradientServerURL
@@ -17,7 +17,7 @@ async def test_seed_story_over_a_socket(gradient_server_url: GradientServerURL) 
     assert srv.url.startswith("http://127.0.0.1:") and srv.url.endswith("/api")
     async with AsyncGradient(access_token=srv.token, workspace_id=srv.workspace, base_url=srv.url) as client:
         base = (await client.models.list(only_base=True))[-1]
-        assert isinstance(base, BaseModel)
+        assert isinstance(base, BaseModelHandle)
         adapter = await base.create_adapter(name="my_model_adapter")
         assert "Dallas" not in (await adapter.complete(query=SEED_QUESTION)).generated_output
         result = await adapter.fine_tune(samples=[SEED_QUESTION + SEED_ANSWER])

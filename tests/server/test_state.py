@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, BaseModel, NotFoundError
+from gradient_async import AsyncGradient, BaseModelHandle, NotFoundError
 from gradient_async.demo import ANSWER as SEED_ANSWER
 from gradient_async.demo import QUESTION as SEED_QUESTION
 from gradient_async.engine.base import AdapterSpec, FineTuneOutcome, TrainingSample
@@ -32,7 +32,7 @@ async def test_restart_keeps_adapters_and_training(tmp_path: Path) -> None:
     app = create_app(settings)
     async with client_for(app) as client:
         base = (await client.models.list(only_base=True))[-1]
-        assert isinstance(base, BaseModel)
+        assert isinstance(base, BaseModelHandle)
         adapter = await base.create_adapter(name="kept")
         await adapter.fine_tune(samples=[SEED_QUESTION + SEED_ANSWER])
     await app.state.gradient.aclose()
@@ -54,7 +54,7 @@ async def test_workspaces_are_isolated(gradient_server: GradientServer) -> None:
     a = gradient_server.client
     b = gradient_server.make_client(workspace_id="team-b")
     base = (await a.models.list(only_base=True))[-1]
-    assert isinstance(base, BaseModel)
+    assert isinstance(base, BaseModelHandle)
     adapter = await base.create_adapter(name="private")
     assert [m.id for m in await b.models.list(only_base=True)] == gradient_server.base_model_ids
     assert adapter.id not in [m.id for m in await b.models.list()]
@@ -101,7 +101,7 @@ async def test_fine_tunes_of_one_adapter_are_serialized(tmp_path: Path) -> None:
     try:
         async with client_for(app) as client:
             base = (await client.models.list(only_base=True))[-1]
-            assert isinstance(base, BaseModel)
+            assert isinstance(base, BaseModelHandle)
             first = await base.create_adapter(name="one")
             second = await base.create_adapter(name="two")
             losses: list[float] = []

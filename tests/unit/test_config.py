@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, ClientConfig, MissingCredentialsError, ValidationError
+from gradient_async import AsyncGradient, ClientConfig, InputValidationError, MissingCredentialsError
 from gradient_async._config import DEFAULT_BASE_URL, to_httpx_timeout
 
 
@@ -50,7 +50,7 @@ def test_explicit_arguments_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, "10", True])
 def test_bad_timeout_is_rejected(bad: object) -> None:
-    with pytest.raises(ValidationError, match="timeout"):
+    with pytest.raises(InputValidationError, match="timeout"):
         to_httpx_timeout(bad)  # type: ignore[arg-type]
 
 
@@ -63,7 +63,7 @@ def test_timeout_forms() -> None:
 
 @pytest.mark.parametrize("kwargs", [{"max_concurrency": 0}, {"base_url": "ftp://x"}])
 def test_bad_settings_rejected(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputValidationError):
         AsyncGradient(access_token="t", workspace_id="w", **kwargs)  # type: ignore[arg-type]
 
 

@@ -58,9 +58,9 @@ async def test_with_options_keeps_custom_retry_fields(make_client: Callable[...,
 
 
 def test_both_http_client_and_transport_is_an_error() -> None:
-    from gradient_async import ValidationError
+    from gradient_async import InputValidationError
 
-    with pytest.raises(ValidationError, match="either"):
+    with pytest.raises(InputValidationError, match="either"):
         AsyncGradient(
             access_token="t",
             workspace_id="w",

@@ -16,7 +16,7 @@ def test_exported_names() -> None:
             "AsyncGradient",
             "AuthenticationError",
             "BadRequestError",
-            "BaseModel",
+            "BaseModelHandle",
             "CapabilityFilter",
             "ClientClosedError",
             "ClientConfig",
@@ -28,6 +28,7 @@ def test_exported_names() -> None:
             "FineTuneResult",
             "GradientError",
             "Guidance",
+            "InputValidationError",
             "InternalServerError",
             "MissingCredentialsError",
             "Model",
@@ -38,13 +39,13 @@ def test_exported_names() -> None:
             "PermissionDeniedError",
             "Rag",
             "RateLimitError",
+            "RawResponse",
             "RequestOptions",
             "RetryEvent",
             "RetryPolicy",
             "Sample",
             "StructuredInput",
             "UnprocessableEntityError",
-            "ValidationError",
             "__version__",
         ]
     )
@@ -63,3 +64,17 @@ def test_package_is_typed() -> None:
     from importlib import resources
 
     assert resources.files("gradient_async").joinpath("py.typed").is_file()
+
+
+def test_old_names_are_deprecated_aliases() -> None:
+    import pytest
+
+    with pytest.deprecated_call():
+        assert gradient_async.BaseModel is gradient_async.BaseModelHandle  # type: ignore[attr-defined]
+    with pytest.deprecated_call():
+        from gradient_async import ValidationError  # type: ignore[attr-defined]
+    assert ValidationError is gradient_async.InputValidationError
+    from gradient_async import objects
+
+    with pytest.deprecated_call():
+        assert objects.BaseModel is objects.BaseModelHandle  # type: ignore[attr-defined]

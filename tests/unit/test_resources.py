@@ -7,7 +7,7 @@ import pytest
 
 from gradient_async import (
     AsyncGradient,
-    BaseModel,
+    BaseModelHandle,
     Completion,
     FineTuneResult,
     ModelAdapter,
@@ -51,7 +51,11 @@ async def test_list_models_parses_both_kinds(client: AsyncGradient, api: FakeAPI
     assert_common_headers(request)
     assert "content-type" not in request.headers
     base, adapter = models
-    assert isinstance(base, BaseModel) and base.slug == "nous-hermes2" and base.capabilities == ["complete", "fineTune"]
+    assert (
+        isinstance(base, BaseModelHandle)
+        and base.slug == "nous-hermes2"
+        and base.capabilities == ["complete", "fineTune"]
+    )
     assert isinstance(adapter, ModelAdapter) and adapter.base_model_id == BASE_ID
     assert adapter.latest_update_time is not None and adapter.latest_update_time.year == 2024
     assert adapter.model_extra == {"futureField": {"kept": True}}
@@ -234,7 +238,7 @@ async def test_object_handles_tell_the_seed_story(client: AsyncGradient, api: Fa
     )
     api.add("DELETE", f"/api/models/{new_id}", httpx.Response(200, json={}))
     base = (await client.models.list(only_base=True))[-1]
-    assert isinstance(base, BaseModel)
+    assert isinstance(base, BaseModelHandle)
     adapter = await base.create_adapter(name="my_model_adapter")
     query = "Question: What NFL team won the Super Bowl in the year Justin Bieber was born?\n\nAnswer: "
     ft = await adapter.fine_tune(samples=[{"inputs": query + " Dallas Cowboys!"}])

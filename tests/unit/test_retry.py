@@ -14,11 +14,11 @@ import pytest
 from gradient_async import (
     APIConnectionError,
     AsyncGradient,
+    InputValidationError,
     InternalServerError,
     RateLimitError,
     RetryEvent,
     RetryPolicy,
-    ValidationError,
 )
 from gradient_async._errors import parse_retry_after
 
@@ -216,7 +216,7 @@ async def test_retry_hook_and_debug_log(client: AsyncGradient, api: FakeAPI, cap
 
 
 def test_policy_validation() -> None:
-    with pytest.raises(ValidationError, match="max_retries"):
+    with pytest.raises(InputValidationError, match="max_retries"):
         RetryPolicy(max_retries=-1)
-    with pytest.raises(ValidationError, match="deadline"):
+    with pytest.raises(InputValidationError, match="deadline"):
         RetryPolicy(deadline=0)

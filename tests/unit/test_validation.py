@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gradient_async import AsyncGradient, ValidationError
+from gradient_async import AsyncGradient, InputValidationError
 
 from .conftest import ADAPTER_ID, FakeAPI
 
@@ -28,7 +28,7 @@ from .conftest import ADAPTER_ID, FakeAPI
     ],
 )
 async def test_bad_completion_input(client: AsyncGradient, api: FakeAPI, kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
+    with pytest.raises(InputValidationError, match=field.replace(".", r"\.")):
         await client.completions.create(ADAPTER_ID, **kwargs)
     assert api.requests == []
 
@@ -45,7 +45,7 @@ async def test_bad_completion_input(client: AsyncGradient, api: FakeAPI, kwargs:
     ],
 )
 async def test_bad_adapter_input(client: AsyncGradient, api: FakeAPI, kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValidationError, match=field):
+    with pytest.raises(InputValidationError, match=field):
         await client.adapters.create(**kwargs)
     assert api.requests == []
 
@@ -64,28 +64,28 @@ async def test_bad_adapter_input(client: AsyncGradient, api: FakeAPI, kwargs: di
     ],
 )
 async def test_bad_fine_tune_input(client: AsyncGradient, api: FakeAPI, samples: Any, message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(InputValidationError, match=message):
         await client.fine_tunes.create(ADAPTER_ID, samples=samples)
     assert api.requests == []
 
 
 @pytest.mark.parametrize("inputs", [[], [""], ["x"] * 257, "text"])
 async def test_bad_embeddings_input(client: AsyncGradient, api: FakeAPI, inputs: Any) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputValidationError):
         await client.embeddings.create("bge-large", inputs=inputs)
     assert api.requests == []
 
 
 @pytest.mark.parametrize("bad_id", ["", "   ", None, 5])
 async def test_empty_ids_are_rejected(client: AsyncGradient, api: FakeAPI, bad_id: Any) -> None:
-    with pytest.raises(ValidationError, match="non-empty"):
+    with pytest.raises(InputValidationError, match="non-empty"):
         await client.completions.create(bad_id, query="q")
-    with pytest.raises(ValidationError, match="non-empty"):
+    with pytest.raises(InputValidationError, match="non-empty"):
         await client.models.get(bad_id)
     assert api.requests == []
 
 
 async def test_validation_error_has_no_deep_traceback(client: AsyncGradient) -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(InputValidationError) as info:
         await client.completions.create(ADAPTER_ID, query="")
     assert info.value.__cause__ is None and info.value.__suppress_context__

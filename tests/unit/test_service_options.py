@@ -1,0 +1,142 @@
+"""Service-grade options: per-call options on every method, raw responses and request ids,
+with_options(default_headers), GRADIENT_LOG, NaN refused before the network, response size cap,
+no private httpx API on the hot path."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from gradient_async import APIResponseValidationError, AsyncGradient, GradientError, InternalServerError
+from gradient_async._errors import ValidationError
+from gradient_async._logs import setup_logging
+from gradient_async.resources import AsyncAdapters, AsyncCompletions, AsyncEmbeddings, AsyncFineTunes, AsyncModels
+
+from .conftest import ADAPTER_ID, BASE_ID, FakeAPI
+
+COMPLETE = f"/api/models/{ADAPTER_ID}/complete"
+OK = {"finishReason": "stop", "generatedOutput": "ok"}
+MODELS = {"models": [{"id": BASE_ID, "name": "B", "slug": "b", "type": "baseModel", "capabilities": []}]}
+PER_CALL = {"timeout", "max_retries", "extra_headers", "extra_query", "extra_body"}
+
+
+@pytest.mark.parametrize("resource", [AsyncAdapters, AsyncCompletions, AsyncEmbeddings, AsyncFineTunes, AsyncModels])
+def test_every_request_method_takes_the_per_call_options(resource: type) -> None:
+    for name, method in inspect.getmembers(resource, inspect.iscoroutinefunction):
+        if name.startswith("_") or name == "batch":
+            continue
+        missing = PER_CALL - set(inspect.signature(method).parameters)
+        assert not missing, f"{resource.__name__}.{name} lacks {sorted(missing)}"
+
+
+async def test_models_list_takes_max_retries(client: AsyncGradient, api: FakeAPI) -> None:
+    api.add("GET", "/api/models", httpx.Response(503), httpx.Response(503), httpx.Response(200, json=MODELS))
+    with pytest.raises(InternalServerError):
+        await client.models.list(max_retries=1)
+    assert len(api.requests) == 2
+
+
+async def test_extra_headers_query_and_body_reach_the_wire(client: AsyncGradient, api: FakeAPI) -> None:
+    api.add("POST", COMPLETE, httpx.Response(200, json=OK))
+    await client.completions.create(
+        ADAPTER_ID,
+        query="q",
+        extra_headers={"x-trace": "t1"},
+        extra_query={"debug": "1"},
+        extra_body={"newField": True},
+    )
+    sent = api.requests[-1]
+    assert sent.headers["x-trace"] == "t1" and sent.url.params["debug"] == "1"
+    assert api.body()["newField"] is True and api.body()["query"] == "q"
+    api.add("GET", "/api/models", httpx.Response(200, json=MODELS))
+    await client.models.list()  # the per-call header was not kept
+    assert "x-trace" not in api.requests[-1].headers
+
+
+async def test_with_options_adds_default_headers(client: AsyncGradient, api: FakeAPI) -> None:
+    api.add("GET", "/api/models", httpx.Response(200, json=MODELS))
+    tagged = client.with_options(default_headers={"x-team": "search"})
+    await tagged.models.list()
+    assert api.requests[-1].headers["x-team"] == "search"
+    assert api.requests[-1].headers["authorization"].startswith("Bearer ")
+    await client.models.list()
+    assert "x-team" not in api.requests[-1].headers
+
+
+async def test_raw_response_and_request_id(client: AsyncGradient, api: FakeAPI) -> None:
+    api.add("POST", COMPLETE, httpx.Response(503), httpx.Response(200, json=OK, headers={"x-request-id": "req-1"}))
+    raw = await client.with_raw_response(client.completions.create, ADAPTER_ID, query="q")
+    assert raw.status_code == 200 and raw.request_id == "req-1" and raw.retries_taken == 1
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.parsed.generated_output == "ok" and raw.parse() is raw.parsed
+    assert raw.parsed.request_id == "req-1"  # also on the plain result
+    api.add("GET", "/api/models", httpx.Response(200, json=MODELS, headers={"x-request-id": "req-2"}))
+    listed = await client.with_raw_response(client.models.list, only_base=True)
+    assert listed.request_id == "req-2" and listed.parsed[0].id == BASE_ID
+
+
+async def test_raw_response_of_a_call_that_sent_nothing(client: AsyncGradient) -> None:
+    async def nothing() -> int:
+        return 1
+
+    with pytest.raises(GradientError, match="sent no request"):
+        await client.with_raw_response(nothing)
+
+
+def test_gradient_log_turns_on_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("gradient_async")
+    before = (logger.level, list(logger.handlers))
+    try:
+        monkeypatch.setenv("GRADIENT_LOG", "debug")
+        setup_logging()
+        setup_logging()  # idempotent: one handler
+        assert logger.level == logging.DEBUG
+        assert sum(h.get_name() == "gradient_async.GRADIENT_LOG" for h in logger.handlers) == 1
+        monkeypatch.setenv("GRADIENT_LOG", "info")
+        setup_logging()
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before[0])
+        logger.handlers[:] = before[1]
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+async def test_nan_and_infinities_never_reach_the_network(client: AsyncGradient, api: FakeAPI, bad: float) -> None:
+    with pytest.raises(ValidationError, match="temperature"):
+        await client.completions.create(ADAPTER_ID, query="q", temperature=bad)
+    with pytest.raises(ValidationError, match="JSON"):
+        await client.completions.create(ADAPTER_ID, query="q", extra_body={"x": bad})
+    with pytest.raises(ValidationError):
+        await client.fine_tunes.create(ADAPTER_ID, samples=["x"], multiplier=bad)
+    assert api.requests == []
+
+
+async def test_response_size_cap(make_client: Callable[..., AsyncGradient], api: FakeAPI) -> None:
+    api.add("GET", "/api/models", httpx.Response(200, json=MODELS))
+    async with make_client(max_response_bytes=20) as client:
+        with pytest.raises(APIResponseValidationError, match="max_response_bytes"):
+            await client.models.list()
+    with pytest.raises(ValidationError, match="max_response_bytes"):
+        make_client(max_response_bytes=0)
+
+
+async def test_hot_path_calls_no_private_httpx_api(
+    client: AsyncGradient, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Any] = []
+    stock = httpx.AsyncClient._transport_for_url
+
+    def counting(self: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        calls.append(url)
+        return stock(self, url)
+
+    monkeypatch.setattr(httpx.AsyncClient, "_transport_for_url", counting)
+    api.add("POST", COMPLETE, httpx.Response(200, json=OK))
+    await client.completions.create(ADAPTER_ID, query="q")
+    assert calls == []
