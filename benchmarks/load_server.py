@@ -1,10 +1,10 @@
 """A fast fake Gradient API for load tests: raw asyncio HTTP/1.1 with keep-alive, fault knobs, counters.
 
-Routes (every JSON body is tiny and deterministic):
+Routes (every JSON body is tiny and deterministic): the Gradient routes are answered by the project's
+one fake API, ``gradient_async.fake_api.FakeGradientAPI`` (complete -> ``"echo: <query[:48]>"``; models,
+adapters, fine-tune and embeddings in the wire shape, faults on its knobs). This module adds the fast
+socket, the latency, the counters and:
 
-- ``POST /api/models/{id}/complete``  -> ``{"finishReason": "length", "generatedOutput": "echo: <query[:48]>"}``
-- ``GET  /api/models[/{id}]``, ``POST /api/models/{id}/fine-tune``, ``GET /api/embeddings``,
-  ``POST /api/embeddings/{slug}``: stub answers in the wire shape
 - ``POST /v1/completions``: the OpenAI completions shape (for openai-python's ``AsyncOpenAI``)
 - ``GET /_stats`` / ``POST /_reset``: counters as JSON (not counted themselves)
 
@@ -36,28 +36,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import email.utils
 import json
-import math
-import random
 import re
 import subprocess
 import sys
-import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from gradient_async.fake_api import MOCK_BASE_MODEL_ID, FakeGradientAPI
+
 __all__ = ["LoadServer", "LoadServerProcess", "ServerStats"]
 
 _COMPLETE = re.compile(rb"^/api/models/([^/?]+)/complete$")
-_FINE_TUNE = re.compile(rb"^/api/models/([^/?]+)/fine-tune$")
-_MODEL = re.compile(rb"^/api/models/([^/?]+)$")
-_EMBED = re.compile(rb"^/api/embeddings/([^/?]+)$")
-_STATUS_IN_QUERY = re.compile(r"!status:(\d{3})")
-BASE_MODEL_ID = "99148c6d-c2a0-4fbe-a4a7-e7c05bdb8a09_base_ml_model"
+BASE_MODEL_ID = MOCK_BASE_MODEL_ID
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests"}
 
 
@@ -83,72 +78,8 @@ class ServerStats:
         }
 
 
-class _Bucket:
-    """Token bucket: `rate` tokens/s, `burst` capacity. `take()` -> 0.0 if admitted, else seconds until a token."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
-class _Config:
-    def __init__(
-        self,
-        latency_ms: float,
-        rate_limit_rps: float | None,
-        rate_burst: float | None,
-        retry_after_format: str,
-        fail_rate: float,
-        seed: int,
-    ) -> None:
-        if retry_after_format not in ("float", "int", "date", "ms"):
-            raise ValueError(f"retry_after_format must be float, int, date or ms, got {retry_after_format!r}")
-        if not 0.0 <= fail_rate < 1.0:
-            raise ValueError(f"fail_rate must be in [0, 1), got {fail_rate!r}")
-        self.latency = max(0.0, latency_ms) / 1000.0
-        self.bucket = (
-            _Bucket(rate_limit_rps, rate_burst if rate_burst is not None else max(1.0, rate_limit_rps / 10))
-            if rate_limit_rps
-            else None
-        )
-        self.retry_after_format = retry_after_format
-        self.fail_rate = fail_rate
-        self.fail_random = seed >= 0
-        self.rng = random.Random(seed)
-        self.fail_debt = 0.0
-
-    def should_fail(self) -> bool:
-        """Seed >= 0: a seeded random draw. Seed < 0: exactly every (1/fail_rate)-th request, evenly spread."""
-        if not self.fail_rate:
-            return False
-        if self.fail_random:
-            return self.rng.random() < self.fail_rate
-        self.fail_debt += self.fail_rate
-        if self.fail_debt >= 1.0:
-            self.fail_debt -= 1.0
-            return True
-        return False
-
-
-def _retry_after_header(seconds: float, fmt: str) -> bytes:
-    if fmt == "ms":
-        return f"retry-after-ms: {max(1, math.ceil(seconds * 1000))}\r\n".encode()
-    if fmt == "int":
-        return f"Retry-After: {max(1, math.ceil(seconds))}\r\n".encode()
-    if fmt == "date":
-        return f"Retry-After: {email.utils.formatdate(time.time() + max(1.0, seconds), usegmt=True)}\r\n".encode()
-    return f"Retry-After: {seconds:.3f}\r\n".encode()
+def _header_bytes(headers: dict[str, str]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
 
 
 def _response(status: int, body: Any, extra_headers: bytes = b"") -> bytes:
@@ -215,14 +146,14 @@ class _Protocol(asyncio.Protocol):
         stats.requests += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        status, payload, extra = srv.answer(method, path, body)
+        status, payload, extra = srv.answer(method, target, body)
         stats.statuses[status] += 1
         stats.paths[_route_name(path)] += 1
         data = _response(status, payload, extra)
         slot = len(self.queue)
         self.queue.append(None)
-        if srv.config.latency > 0:
-            asyncio.get_running_loop().call_later(srv.config.latency, self._finish, slot, data)
+        if srv.latency > 0:
+            asyncio.get_running_loop().call_later(srv.latency, self._finish, slot, data)
         else:
             self._finish(slot, data)
 
@@ -286,8 +217,15 @@ class LoadServer:
     ) -> None:
         self.host = host
         self.port = port
-        self.config = _Config(latency_ms, rate_limit_rps, rate_burst, retry_after_format, fail_rate, seed)
-        self._knobs = (latency_ms, rate_limit_rps, rate_burst, retry_after_format, fail_rate, seed)
+        self.latency = max(0.0, latency_ms) / 1000.0
+        self._knobs: dict[str, Any] = {
+            "rate_limit_rps": rate_limit_rps,
+            "rate_burst": rate_burst,
+            "retry_after_format": retry_after_format,
+            "fail_rate": fail_rate,
+            "seed": seed,
+        }
+        self.fake = self._new_fake()
         self.stats = ServerStats()
         self.transports: set[asyncio.Transport] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -305,7 +243,14 @@ class LoadServer:
     def reset(self) -> None:
         """Zero the counters and restart the rate limiter and the 503 draw."""
         self.stats = ServerStats(in_flight=self.stats.in_flight, connections=self.stats.connections)
-        self.config = _Config(*self._knobs)
+        self.fake = self._new_fake()
+
+    def _new_fake(self) -> FakeGradientAPI:
+        if self._knobs["retry_after_format"] not in ("float", "int", "date", "ms"):
+            raise ValueError(
+                f"retry_after_format must be float, int, date or ms, got {self._knobs['retry_after_format']!r}"
+            )
+        return FakeGradientAPI(record=False, echo_chars=48, retry_after=None, **self._knobs)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -329,42 +274,20 @@ class LoadServer:
     ) -> None:
         await self.stop()
 
-    def answer(self, method: bytes, path: bytes, body: bytes) -> tuple[int, Any, bytes]:
-        """(status, JSON payload, extra header bytes) for one request."""
-        cfg = self.config
-        if cfg.bucket is not None:
-            wait = cfg.bucket.take()
-            if wait > 0:
-                return 429, {"message": "rate limit exceeded"}, _retry_after_header(wait, cfg.retry_after_format)
-        if cfg.should_fail():
-            return 503, {"message": "temporarily unavailable"}, b""
-        if method == b"POST" and _COMPLETE.match(path):
-            return self._complete(body)
+    def answer(self, method: bytes, target: bytes, body: bytes) -> tuple[int, Any, bytes]:
+        """(status, JSON payload, extra header bytes) for one request: the shared fake answers Gradient routes."""
+        fake = self.fake
+        fault = fake.fault()
+        if fault is not None:
+            status, payload, headers = fault
+            return status, payload, _header_bytes(headers)
+        path, _, query = target.partition(b"?")
         if method == b"POST" and path == b"/v1/completions":
             return self._openai(body)
-        if method == b"GET" and path == b"/api/models":
-            return 200, {"models": [_base_model()]}, b""
-        if method == b"GET" and (m := _MODEL.match(path)):
-            return 200, _adapter(m.group(1).decode()), b""
-        if method == b"POST" and _FINE_TUNE.match(path):
-            samples = _loads(body).get("samples") or []
-            return 200, {"numberOfTrainableTokens": 8 * len(samples), "sumLoss": 1.5 * len(samples)}, b""
-        if method == b"GET" and path == b"/api/embeddings":
-            return 200, {"embeddingsModels": [{"slug": "bge-large"}]}, b""
-        if method == b"POST" and _EMBED.match(path):
-            inputs = _loads(body).get("inputs") or []
-            vectors = [{"embedding": [float(len(i.get("input", ""))), 1.0], "index": n} for n, i in enumerate(inputs)]
-            return 200, {"embeddings": vectors}, b""
-        return 404, {"message": f"no route {method.decode()} {path.decode(errors='replace')}"}, b""
-
-    def _complete(self, body: bytes) -> tuple[int, Any, bytes]:
-        query = _loads(body).get("query")
-        if not isinstance(query, str) or not query:
-            return 400, {"message": "query must be a non-empty string", "type": "bodyParsingError"}, b""
-        forced = _STATUS_IN_QUERY.search(query)
-        if forced:
-            return int(forced.group(1)), {"message": f"forced by query: {forced.group(0)}", "type": "failed"}, b""
-        return 200, {"finishReason": "length", "generatedOutput": "echo: " + query[:48]}, b""
+        status, payload, headers = fake.route(
+            method.decode(), path.decode(errors="replace"), dict(urllib.parse.parse_qsl(query.decode())), body
+        )
+        return status, payload, _header_bytes(headers)
 
     def _openai(self, body: bytes) -> tuple[int, Any, bytes]:
         data = _loads(body)
@@ -390,26 +313,6 @@ def _loads(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _base_model() -> dict[str, Any]:
-    return {
-        "id": BASE_MODEL_ID,
-        "name": "Load Base",
-        "slug": "load-base",
-        "type": "baseModel",
-        "capabilities": ["complete", "fineTune"],
-    }
-
-
-def _adapter(model_id: str) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "name": "load-adapter",
-        "baseModelId": BASE_MODEL_ID,
-        "latestUpdateTime": "2024-01-10T12:00:00.000Z",
-        "type": "modelAdapter",
-    }
 
 
 class LoadServerProcess:

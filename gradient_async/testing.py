@@ -7,9 +7,16 @@ Fixtures (registered through the `pytest11` entry point, or import them into a c
   the base model ids, and `.make_client(workspace_id=...)` for other workspaces.
 - `gradient_server_url`: the same server on a free loopback port (uvicorn in a thread), for
   clients that bring their own HTTP stack (the official `gradientai` SDK, LangChain, aiohttp).
-- `mock_gradient`: a respx router with contract-shaped canned answers, for plain unit tests.
+- `mock_gradient`: a respx router answering the Gradient base URL (https://api.gradient.ai/api)
+  from `fake_gradient`; other hosts go through untouched, and GRADIENT_* test credentials are set,
+  so a bare `AsyncGradient()` works inside it.
+- `fake_gradient`: the scriptable fake Gradient API (`gradient_async.fake_api.FakeGradientAPI`)
+  behind `mock_gradient`; `fake_gradient.client()` is a client wired to it without respx.
 
-This module imports without FastAPI; the server is imported only when a server fixture runs.
+`pip install "gradient-async[testing]"` brings every fixture's dependencies. Async tests that use
+these fixtures run on pytest-asyncio without `asyncio_mode = "auto"` (the plugin marks them).
+This module imports without FastAPI; the server is imported only when a server fixture runs,
+and fails the test (never skips it) when the `[testing]` extra is missing.
 
 Example::
 
@@ -24,7 +31,7 @@ Example::
 
 from __future__ import annotations
 
-import json
+import inspect
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +44,14 @@ import httpx
 import pytest
 
 from gradient_async._client import AsyncGradient
+from gradient_async.fake_api import (
+    FAKE_BASE_URL,
+    FAKE_TOKEN,
+    FAKE_WORKSPACE,
+    MOCK_ADAPTER_ID,
+    MOCK_BASE_MODEL_ID,
+    FakeGradientAPI,
+)
 
 if TYPE_CHECKING:
     import respx
@@ -63,8 +78,10 @@ __all__ = [
     "MOCK_BASE_URL",
     "TEST_TOKEN",
     "TEST_WORKSPACE",
+    "FakeGradientAPI",
     "GradientServer",
     "GradientServerURL",
+    "fake_gradient",
     "gradient_server",
     "gradient_server_url",
     "mock_gradient",
@@ -72,20 +89,34 @@ __all__ = [
     "running_server",
 ]
 
-TEST_TOKEN: Final = "gsk-test-token"
-TEST_WORKSPACE: Final = "test-workspace"
-MOCK_BASE_URL: Final = "https://api.gradient.ai/api"
-MOCK_BASE_MODEL_ID: Final = "99148c6d-c2a0-4fbe-a4a7-e7c05bdb8a09_base_ml_model"
-MOCK_ADAPTER_ID: Final = "11111111-2222-3333-4444-555555555555_model_adapter"
+TEST_TOKEN: Final = FAKE_TOKEN
+TEST_WORKSPACE: Final = FAKE_WORKSPACE
+MOCK_BASE_URL: Final = FAKE_BASE_URL
 _IN_PROCESS_URL: Final = "http://gradient.local/api"
+_EXTRA_HINT: Final = 'pip install "gradient-async[testing]"'
+_OUR_FIXTURES: Final = frozenset({"gradient_server", "gradient_server_url", "mock_gradient", "fake_gradient"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark async tests that use these fixtures for pytest-asyncio, so they run in its strict mode too."""
+    if not (inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name)):  # type: ignore[attr-defined]
+        return
+    if collector.config.pluginmanager.get_plugin("asyncio") is None:
+        return
+    if _OUR_FIXTURES.isdisjoint(inspect.signature(obj).parameters):
+        return
+    marks = {m.name for m in getattr(obj, "pytestmark", [])}
+    if marks.isdisjoint({"asyncio", "anyio", "trio"}):
+        pytest.mark.asyncio(obj)
 
 
 def _make_app(data_dir: Path, faults: FaultSettings | None = None) -> FastAPI:
     try:
         from gradient_async.server.app import create_app
         from gradient_async.server.settings import ServerSettings
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        pytest.skip(f"the Gradient test server needs the [server] extra (fastapi): {exc}")
+    except ImportError as exc:
+        pytest.fail(f"the Gradient test server needs the [testing] extra (FastAPI, uvicorn): {_EXTRA_HINT} ({exc})")
     settings = ServerSettings(data_dir=data_dir, credentials={TEST_TOKEN: {TEST_WORKSPACE}}, engine="test")
     if faults is not None:
         settings.faults = faults
@@ -270,54 +301,16 @@ def gradient_server_url(tmp_path: Path) -> Iterator[GradientServerURL]:
         yield GradientServerURL(root_url=root, app=app)
 
 
-def _mock_models(*, only_base: bool) -> list[dict[str, object]]:
-    base: dict[str, object] = {
-        "id": MOCK_BASE_MODEL_ID,
-        "name": "Mock Base Model",
-        "slug": "mock-base-model",
-        "type": "baseModel",
-        "capabilities": ["complete", "fineTune"],
-    }
-    adapter: dict[str, object] = {
-        "id": MOCK_ADAPTER_ID,
-        "name": "my_model_adapter",
-        "baseModelId": MOCK_BASE_MODEL_ID,
-        "latestUpdateTime": "2024-01-10T12:00:00.000Z",
-        "type": "modelAdapter",
-    }
-    return [base] if only_base else [base, adapter]
-
-
-def _model_list(request: httpx.Request) -> httpx.Response:
-    only_base = request.url.params.get("onlyBase", "False").lower() == "true"
-    return httpx.Response(200, json={"models": _mock_models(only_base=only_base)})
-
-
-def _get_model(request: httpx.Request, model_id: str, **_: str) -> httpx.Response:
-    for model in _mock_models(only_base=False):
-        if model["id"] == model_id:
-            return httpx.Response(200, json=model)
-    return httpx.Response(404, json={"message": f"no model {model_id!r}", "type": "unknownModelAdapter"})
-
-
-def _complete(request: httpx.Request, **_: str) -> httpx.Response:
-    query = json.loads(request.content).get("query", "")
-    return httpx.Response(200, json={"finishReason": "stop", "generatedOutput": f"mock answer to: {query}"})
-
-
-def _embed(request: httpx.Request, **_: str) -> httpx.Response:
-    inputs = json.loads(request.content).get("inputs", [])
-    return httpx.Response(
-        200, json={"embeddings": [{"embedding": [0.1, 0.2, 0.3], "index": i} for i in range(len(inputs))]}
-    )
-
-
-def mock_gradient_router(base_url: str = MOCK_BASE_URL) -> respx.MockRouter:
-    """A respx router answering every in-scope route of `base_url` like the API would.
+def mock_gradient_router(
+    base_url: str = MOCK_BASE_URL, fake: FakeGradientAPI | None = None, *, pass_through: bool = True
+) -> respx.MockRouter:
+    """A respx router answering `base_url` from `fake` (a new `FakeGradientAPI` by default).
 
     Named routes (override any with `router["complete"].respond(...)` or `.mock(side_effect=...)`):
-    list_models, get_model, create_adapter, delete_model, complete, fine_tune, list_embeddings, embed.
-    `using="httpx"` makes it intercept every httpx client, whatever its transport.
+    list_models, get_model, create_adapter, delete_model, complete, fine_tune, list_embeddings, embed,
+    and `gradient` for any other path under `base_url`. Requests to other hosts go through to the
+    network unless `pass_through=False`. `using="httpx"` intercepts every httpx client, whatever its
+    transport (the SDK's aiohttp one included).
 
     Example::
 
@@ -326,23 +319,56 @@ def mock_gradient_router(base_url: str = MOCK_BASE_URL) -> respx.MockRouter:
     """
     import respx
 
+    fake = fake if fake is not None else FakeGradientAPI()
     router = respx.mock(base_url=base_url, assert_all_called=False, using="httpx")
     one = r"(?P<model_id>[^/]+)"
-    router.get("/models", name="list_models").mock(side_effect=_model_list)
-    router.post(path__regex=rf"/models/{one}/complete$", name="complete").mock(side_effect=_complete)
-    router.post(path__regex=rf"/models/{one}/fine-tune$", name="fine_tune").respond(
-        json={"numberOfTrainableTokens": 8, "sumLoss": 12.5}
-    )
-    router.get(path__regex=rf"/models/{one}$", name="get_model").mock(side_effect=_get_model)
-    router.post("/models", name="create_adapter").respond(json={"id": MOCK_ADAPTER_ID})
-    router.delete(path__regex=rf"/models/{one}$", name="delete_model").respond(json={})
-    router.get("/embeddings", name="list_embeddings").respond(json={"embeddingsModels": [{"slug": "bge-large"}]})
-    router.post(path__regex=r"/embeddings/(?P<slug>[^/]+)$", name="embed").mock(side_effect=_embed)
+
+    def side_effect(request: httpx.Request, **_: str) -> httpx.Response:  # respx passes path groups too
+        return fake.handle(request)
+
+    router.get("/models", name="list_models").mock(side_effect=side_effect)
+    router.post(path__regex=rf"/models/{one}/complete$", name="complete").mock(side_effect=side_effect)
+    router.post(path__regex=rf"/models/{one}/fine-tune$", name="fine_tune").mock(side_effect=side_effect)
+    router.get(path__regex=rf"/models/{one}$", name="get_model").mock(side_effect=side_effect)
+    router.post("/models", name="create_adapter").mock(side_effect=side_effect)
+    router.delete(path__regex=rf"/models/{one}$", name="delete_model").mock(side_effect=side_effect)
+    router.get("/embeddings", name="list_embeddings").mock(side_effect=side_effect)
+    router.post(path__regex=r"/embeddings/(?P<slug>[^/]+)$", name="embed").mock(side_effect=side_effect)
+    router.route(name="gradient").mock(side_effect=side_effect)
+    if pass_through:  # added past the base URL scope: every other host reaches the network
+        router.routes.add(respx.Route().pass_through(), name="other_hosts")
+    fake.base_path = httpx.URL(base_url).path.rstrip("/")
     return router
 
 
 @pytest.fixture
-def mock_gradient() -> Iterator[respx.MockRouter]:
-    """A respx router with contract-shaped answers at https://api.gradient.ai/api (see `mock_gradient_router`)."""
-    with mock_gradient_router() as router:
+def fake_gradient() -> FakeGradientAPI:
+    """The scriptable fake Gradient API (`gradient_async.fake_api.FakeGradientAPI`) behind `mock_gradient`.
+
+    Example::
+
+        async def test_retries(fake_gradient):
+            fake_gradient.fail_every = 2
+            async with fake_gradient.client() as client:
+                await client.models.list()
+    """
+    return FakeGradientAPI()
+
+
+@pytest.fixture
+def mock_gradient(fake_gradient: FakeGradientAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
+    """Answer https://api.gradient.ai/api from `fake_gradient`; other hosts pass through; test credentials set.
+
+    Example::
+
+        async def test_summary(mock_gradient):
+            async with AsyncGradient() as client:          # GRADIENT_* point at the fake
+                out = await client.completions.create(MOCK_ADAPTER_ID, query="Hi")
+            assert out.generated_output == "echo: Hi"
+            assert mock_gradient["complete"].called
+    """
+    monkeypatch.setenv("GRADIENT_ACCESS_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("GRADIENT_WORKSPACE_ID", TEST_WORKSPACE)
+    monkeypatch.setenv("GRADIENT_API_URL", MOCK_BASE_URL)
+    with mock_gradient_router(MOCK_BASE_URL, fake_gradient) as router:
         yield router

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import cast
 
 from gradient_async._errors import GradientError
+from gradient_async._version import __version__
 from gradient_async.cli._command import Command, Subcommand
+from gradient_async.cli._errors import describe
 
 __all__ = ["COMMANDS", "Command", "Subcommand", "main"]
 
@@ -52,6 +55,7 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="Gradient AI from the command line. Reads GRADIENT_ACCESS_TOKEN, "
         "GRADIENT_WORKSPACE_ID and GRADIENT_API_URL.",
     )
+    parser.add_argument("--version", action="version", version=f"gradient-async {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (target, help_text) in COMMANDS.items():
@@ -62,14 +66,27 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout left (`gradient-async models | head -1`): end quietly, as if by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has nowhere to fail
+    os.close(devnull)
+    return 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gradient-async` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser(argv).parse_args(argv)
+    args.argv = argv  # for messages that repeat the command (`batch` prints its --resume line)
     try:
-        return _load(args.target).run(args)
+        code = _load(args.target).run(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except GradientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {describe(exc, with_class=False)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

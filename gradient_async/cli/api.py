@@ -68,6 +68,7 @@ def _delete_adapter_arguments(p: argparse.ArgumentParser) -> None:
 async def _delete_adapter(args: argparse.Namespace) -> int:
     async with AsyncGradient() as client:
         await client.adapters.delete(args.adapter_id)
+    print(f"deleted adapter {args.adapter_id}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """`gradient-async batch`: complete every prompt of a JSONL file, resumably.
 
-INPUT lines are JSON: `{"id": ..., "query": ..., **completion params}` or a bare JSON string
-(id = its line number). OUTPUT gets one line per item as it completes, flushed at once:
-`{"id", "index", "output", "finish_reason", "error"}` (index = 0-based line of INPUT).
-`--resume` keeps OUTPUT's successes, drops its failures and runs everything else, so each id
-ends up exactly once. Exit code 0 only if every item succeeded.
+INPUT lines are JSON: `{"id": ..., "query": ..., **completion params}` or a bare JSON string; a line
+without an id (or with a null one) gets its 1-based line number as id. OUTPUT gets one row per item
+as it completes, flushed at once: `{"id", "line", "output", "finish_reason", "error"}`. An OUTPUT that
+already has rows needs `--resume` (keep its successes, run the rest, so each id ends up exactly once)
+or `--overwrite`. The run stops early after 5 identical hopeless failures in a row (bad token, unknown
+model, nothing listening), or at the first failure with `--fail-fast`, and prints the `--resume`
+command; Ctrl-C does the same (exit 130). Exit code 0 only if every item succeeded.
 
 Example::
 
@@ -16,200 +18,76 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
+import contextlib
+import shlex
+import signal
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-from gradient_async._batch.progress import ProgressCallback
+import anyio
+
 from gradient_async._client import AsyncGradient
-from gradient_async._errors import GradientError
-from gradient_async.batch import BatchItem, stream_complete_batch
-from gradient_async.types.completions import Completion
+from gradient_async.cli._args import float_at_least, int_range, positive_float
+from gradient_async.cli._batch_file import STOP_AFTER, BatchFileError, BatchFileSummary, run_file
 
-__all__ = ["BatchFileSummary", "add_arguments", "run", "run_file"]
+__all__ = ["BatchFileError", "BatchFileSummary", "add_arguments", "resume_command", "run", "run_file"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `gradient-async batch`."""
     parser.add_argument("input", type=Path, help="JSONL file: {'id', 'query', ...params} objects or JSON strings")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL file the answers are appended to")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL file the answers are written to")
     parser.add_argument("--model", required=True, help="base model id or adapter id")
-    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (default 64)")
-    parser.add_argument("--rpm", type=float, default=None, help="requests per minute (smooth)")
-    parser.add_argument("--tpm", type=float, default=None, help="tokens per minute (estimate: len/4 + max tokens)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="max_generated_token_count for every prompt")
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature for every prompt")
-    parser.add_argument("--resume", action="store_true", help="skip ids OUTPUT already has a success for")
+    parser.add_argument("--concurrency", type=int_range(1), default=None, help="requests in flight (default 64)")
+    parser.add_argument("--rpm", type=positive_float, default=None, help="requests per minute (smooth)")
+    parser.add_argument(
+        "--tpm", type=positive_float, default=None, help="tokens per minute (estimate: len/4 + max tokens)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int_range(1, 511), default=None, help="max_generated_token_count for every prompt"
+    )
+    parser.add_argument(
+        "--temperature", type=float_at_least(0.0), default=None, help="sampling temperature for every prompt"
+    )
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="keep OUTPUT's successes and run everything else")
+    again.add_argument("--overwrite", action="store_true", help="start OUTPUT over (its rows are lost)")
+    parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help=f"stop at the first failed item (default: stop after {STOP_AFTER} identical hopeless failures in a row)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
-@dataclass
-class BatchFileSummary:
-    """What one run did: items ok/failed, lines skipped (already done) or bad, HTTP requests."""
-
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    bad_lines: int = 0
-    requests: int = 0
-    retried: int = 0
-    elapsed: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.failed == 0 and self.bad_lines == 0 else 1
-
-    def line(self, output: Path) -> str:
-        return (
-            f"batch: {self.ok} ok, {self.failed} failed, {self.skipped} already done, {self.bad_lines} bad lines; "
-            f"{self.requests} requests ({self.retried} retried) in {self.elapsed:.1f}s -> {output}"
-        )
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues the run of `argv` (the arguments after `gradient-async`)."""
+    kept = [a for a in argv if a not in ("--resume", "--overwrite")]
+    return shlex.join(["gradient-async", *kept, "--resume"])
 
 
-def _key(item_id: Any) -> str:
-    return json.dumps(item_id, sort_keys=True)
+@contextlib.contextmanager
+def _ctrl_c_cancels(scope: anyio.CancelScope) -> Iterator[list[bool]]:
+    """While inside, Ctrl-C cancels `scope` (once; a second Ctrl-C interrupts as usual)."""
+    pressed: list[bool] = []
+    loop = asyncio.get_running_loop()
 
+    def on_sigint() -> None:
+        pressed.append(True)
+        scope.cancel()
+        loop.remove_signal_handler(signal.SIGINT)
 
-def _load_done(output: Path) -> dict[str, str]:
-    """id key -> the success line already in OUTPUT (failures and torn lines are dropped)."""
-    done: dict[str, str] = {}
-    if not output.exists():
-        return done
-    with output.open(encoding="utf-8") as fh:
-        for raw in fh:
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue  # a line torn by a crash: its item runs again
-            if isinstance(record, dict) and "id" in record and record.get("error") is None:
-                done[_key(record["id"])] = raw if raw.endswith("\n") else raw + "\n"
-    return done
-
-
-def _rewrite_keeping(output: Path, done: dict[str, str]) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.writelines(done.values())
-    os.replace(tmp, output)
-
-
-def _prepare(input_path: Path, output_path: Path, *, resume: bool) -> dict[str, str]:
-    """Check INPUT exists; on resume, keep only OUTPUT's successes (rewritten atomically) and return them."""
-    if not input_path.is_file():
-        raise GradientError(f"input file not found: {input_path} (pass a JSONL file of prompts)")
-    if not resume:
-        return {}
-    done = _load_done(output_path)
-    _rewrite_keeping(output_path, done)
-    return done
-
-
-def _parse_line(number: int, raw: str) -> dict[str, Any]:
-    data = json.loads(raw)
-    if isinstance(data, str):
-        return {"id": number, "query": data}
-    if isinstance(data, dict):
-        return {"id": number, **data}
-    raise ValueError(f"expected a JSON object or string, got {type(data).__name__}")
-
-
-@dataclass
-class _Writer:
-    fh: IO[str]
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.fh.flush()
-
-
-async def run_file(
-    client: AsyncGradient,
-    input_path: Path,
-    output_path: Path,
-    *,
-    model_id: str,
-    resume: bool = False,
-    concurrency: int | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    params: dict[str, Any] | None = None,
-    progress: ProgressCallback | Literal["tqdm"] | None = None,
-    stderr: IO[str] | None = None,
-) -> BatchFileSummary:
-    """Complete every line of `input_path` into `output_path` (what `gradient-async batch` runs).
-
-    Example::
-
-        async with AsyncGradient() as client:
-            summary = await run_file(client, Path("in.jsonl"), Path("out.jsonl"), model_id=adapter_id, resume=True)
-    """
-    err = stderr or sys.stderr
-    done = _prepare(input_path, output_path, resume=resume)
-    summary = BatchFileSummary()
-    line_of: dict[int, int] = {}  # batch index -> 0-based INPUT line, only for items not written yet
-    seen: set[str] = set()
-
-    def prompts() -> Iterator[dict[str, Any]]:
-        ordinal = 0
-        with input_path.open(encoding="utf-8") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = _parse_line(number, raw)
-                    key = _key(record["id"])
-                    if key in seen:
-                        raise ValueError(f"duplicate id {record['id']!r}")
-                except ValueError as exc:
-                    summary.bad_lines += 1
-                    print(f"{input_path}:{number}: skipped bad line: {exc}", file=err)
-                    continue
-                seen.add(key)
-                if key in done:
-                    summary.skipped += 1
-                    continue
-                line_of[ordinal] = number - 1
-                ordinal += 1
-                yield record
-
-    stream = stream_complete_batch(
-        client,
-        model_id,
-        prompts(),
-        max_concurrency=concurrency,
-        requests_per_minute=rpm,
-        tokens_per_minute=tpm,
-        progress=progress,
-        **(params or {}),
-    )
-    mode = "a" if resume else "w"
-    with output_path.open(mode, encoding="utf-8") as fh:
-        writer = _Writer(fh)
-        async with stream:
-            async for item in stream:
-                writer.write(_record(item, line_of.pop(item.index)))
-    stats = stream.stats
-    summary.ok, summary.failed = stats.ok, stats.failed
-    summary.requests, summary.retried, summary.elapsed = stats.requests, stats.retried, stats.elapsed
-    return summary
-
-
-def _record(item: BatchItem[Completion], line: int) -> dict[str, Any]:
-    item_id = item.id
-    if item_id is None:  # a line whose dict failed validation before its id was read
-        item_id = item.prompt.get("id", line + 1) if isinstance(item.prompt, dict) else line + 1
-    value = item.value
-    return {
-        "id": item_id,
-        "index": line,
-        "output": None if value is None else value.generated_output,
-        "finish_reason": None if value is None else value.finish_reason,
-        "error": None if item.error is None else f"{type(item.error).__name__}: {item.error}",
-    }
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        yield pressed
+        return
+    try:
+        yield pressed
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -224,20 +102,44 @@ async def _main(args: argparse.Namespace) -> int:
     client_kwargs: dict[str, Any] = {}
     if args.concurrency is not None:
         client_kwargs["max_concurrency"] = args.concurrency
-    async with AsyncGradient(**client_kwargs) as client:
-        summary = await run_file(
-            client,
-            args.input,
-            args.output,
-            model_id=args.model,
-            resume=args.resume,
-            concurrency=args.concurrency,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            params=params,
-            progress=progress,
-        )
+    summary = BatchFileSummary()
+    again = resume_command(getattr(args, "argv", None) or sys.argv[1:])
+    try:
+        async with AsyncGradient(**client_kwargs) as client:
+            with anyio.CancelScope() as scope, _ctrl_c_cancels(scope) as pressed:
+                await run_file(
+                    client,
+                    args.input,
+                    args.output,
+                    model_id=args.model,
+                    resume=args.resume,
+                    overwrite=args.overwrite,
+                    concurrency=args.concurrency,
+                    rpm=args.rpm,
+                    tpm=args.tpm,
+                    params=params,
+                    progress=progress,
+                    fail_fast=args.fail_fast,
+                    summary=summary,
+                    stderr=sys.stderr,
+                )
+    except BatchFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if summary.ok or summary.failed:  # a write failed mid-run: what is written stays
+            print(summary.line(args.output), file=sys.stderr)
+            print(f"free the space or fix the permissions, then continue with: {again}", file=sys.stderr)
+        return 1
+    if pressed:
+        print(f"interrupted; {summary.line(args.output)}", file=sys.stderr)
+        print(f"continue with: {again}", file=sys.stderr)
+        return 130
+    if summary.stopped is not None:
+        print(f"error: {summary.stopped}", file=sys.stderr)
     print(summary.line(args.output), file=sys.stderr)
+    if summary.stopped is not None:
+        print(f"fix the cause, then continue with: {again}", file=sys.stderr)
+    elif summary.failed:
+        print(f"to run the {summary.failed} failed items again: {again}", file=sys.stderr)
     return summary.exit_code
 
 

@@ -45,6 +45,7 @@ def test_seed_story_from_the_command_line(env: GradientServerURL, capsys: pytest
     assert "Dallas Cowboys" in capsys.readouterr().out
 
     assert main(["delete-adapter", adapter_id]) == 0
+    assert capsys.readouterr().out == f"deleted adapter {adapter_id}\n"
     assert main(["models"]) == 0
     assert adapter_id not in capsys.readouterr().out
 
@@ -78,3 +79,33 @@ def test_every_registered_subcommand_loads_and_parses() -> None:
         parser = argparse.ArgumentParser(prog=f"gradient-async {name}")
         command.add_arguments(parser)
         assert callable(command.run), name
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from gradient_async import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"gradient-async {__version__}\n"
+
+
+def test_a_closed_stdout_ends_quietly(env: GradientServerURL) -> None:
+    """`gradient-async models | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradient_async.cli", "models"],
+        env={**os.environ, **env.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `head` exiting before the answer is printed
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -1,4 +1,4 @@
-"""The test kit (`mock_gradient`, import without FastAPI), `gradient-async serve` settings, and the demo."""
+"""The test kit imports without FastAPI; `gradient-async serve` settings; the demo."""
 
 from __future__ import annotations
 
@@ -9,30 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import respx
 
-from gradient_async import AsyncGradient, BaseModelHandle, NotFoundError
 from gradient_async.server.cli import add_arguments, build_settings
 from gradient_async.server.settings import load_credentials
-from gradient_async.testing import MOCK_ADAPTER_ID, MOCK_BASE_URL
-
-
-async def test_mock_gradient_answers_like_the_api(mock_gradient: respx.MockRouter) -> None:
-    async with AsyncGradient(access_token="t", workspace_id="w", base_url=MOCK_BASE_URL) as client:
-        base = (await client.models.list(only_base=True))[-1]
-        assert isinstance(base, BaseModelHandle)
-        adapter = await base.create_adapter(name="x")
-        assert adapter.id == MOCK_ADAPTER_ID
-        assert (await adapter.complete(query="Hi")).generated_output == "mock answer to: Hi"
-        assert (await adapter.fine_tune(samples=["x"])).number_of_trainable_tokens == 8
-        resp = await client.embeddings.create("bge-large", inputs=["a", "b"])
-        assert [e.index for e in resp.embeddings] == [0, 1]
-        mock_gradient["complete"].respond(404, json={"message": "gone", "type": "unknownModelAdapter"})
-        with pytest.raises(NotFoundError):
-            await adapter.complete(query="Hi")
-        await adapter.delete()
-    assert mock_gradient["delete_model"].called
-    assert json.loads(mock_gradient["create_adapter"].calls.last.request.content)["model"]["name"] == "x"
 
 
 def test_testing_module_imports_without_fastapi() -> None:

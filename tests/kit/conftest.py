@@ -1,0 +1,3 @@
+"""The test kit's own tests run pytest inside pytest (`pytester`)."""
+
+pytest_plugins = ["pytester"]
