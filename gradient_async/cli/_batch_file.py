@@ -27,9 +27,9 @@ from gradient_async._errors import (
     APITimeoutError,
     AuthenticationError,
     GradientError,
+    InputValidationError,
     NotFoundError,
     PermissionDeniedError,
-    ValidationError,
 )
 from gradient_async.batch import BatchItem, stream_complete_batch
 from gradient_async.cli._errors import describe, os_reason
@@ -140,13 +140,13 @@ def _parse_line(number: int, raw: str) -> dict[str, Any]:
 
 
 def _check(number: int, record: dict[str, Any], params: dict[str, Any]) -> None:
-    """Raise ValidationError (naming the line) when this item would be refused before sending."""
+    """Raise InputValidationError (naming the line) when this item would be refused before sending."""
     fields = {k: v for k, v in record.items() if k != "id"}
     query = fields.pop("query", None)
     if query is None:
         query = fields.pop("prompt", None)
     if not isinstance(query, str):
-        raise ValidationError(f"line {number}: expected a string 'query' (or 'prompt'), got {query!r}")
+        raise InputValidationError(f"line {number}: expected a string 'query' (or 'prompt'), got {query!r}")
     validate_input(CompleteBody, f"completion request on line {number}", {"query": query, **params, **fields})
 
 
@@ -191,8 +191,8 @@ class _Input:
                     continue
                 try:
                     _check(number, record, self.params)
-                except ValidationError as exc:
-                    yield _Line(number, record, invalid=f"ValidationError: {exc}")
+                except InputValidationError as exc:
+                    yield _Line(number, record, invalid=f"{type(exc).__name__}: {exc}")
                     continue
                 yield _Line(number, record)
 
