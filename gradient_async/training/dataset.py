@@ -51,14 +51,19 @@ SampleSource: TypeAlias = "str | os.PathLike[str] | Iterable[str | Sample | Mapp
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Validated samples in wire shape, each with its compact JSON bytes and a token estimate."""
+    """Validated samples, kept only as their compact wire JSON (bytes) with a token estimate each,
+    so a large training set costs little more memory than its file."""
 
-    samples: list[dict[str, Any]]
     encoded: list[bytes]
     tokens: list[int]
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.encoded)
+
+    def sample(self, index: int) -> dict[str, Any]:
+        """Sample `index` in wire shape."""
+        value: dict[str, Any] = json.loads(self.encoded[index])
+        return value
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,6 @@ def load_samples(data: SampleSource, *, tokenizer: Callable[[str], int] | None =
         print(len(train), train.tokens)
     """
     count = tokenizer or _default_tokens
-    samples: list[dict[str, Any]] = []
     encoded: list[bytes] = []
     tokens: list[int] = []
     for where, raw in _iter_source(data):
@@ -130,12 +134,11 @@ def load_samples(data: SampleSource, *, tokenizer: Callable[[str], int] | None =
             [wire] = normalize_samples([raw])["samples"]
         except ValidationError as exc:
             raise ValidationError(f"{where}: {exc}") from None
-        samples.append(wire)
         encoded.append(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         tokens.append(int(count(_sample_text(wire))))
-    if not samples:
+    if not encoded:
         raise ValidationError("the training data has no samples")
-    return TrainingSet(samples, encoded, tokens)
+    return TrainingSet(encoded, tokens)
 
 
 def _check_int(name: str, value: object, low: int) -> int:

@@ -345,7 +345,7 @@ async def _send(
         writer.write({"type": "sent", "step": step.number, "digest": step.digest, "at": time.time()})
     started = time.monotonic()
     try:
-        answer = await client.fine_tunes.create(adapter_id, samples=[train.samples[i] for i in step.indices])
+        answer = await client.fine_tunes.create(adapter_id, samples=[train.sample(i) for i in step.indices])
     except (APIStatusError, APIConnectionError) as exc:
         # The server refused it, or it never left: not applied, so a resumed run may send it again.
         # Anything else (a broken connection after sending, a cancelled run) stays uncertain.

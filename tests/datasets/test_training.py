@@ -57,7 +57,7 @@ def test_plan_is_deterministic_and_respects_batch_size_and_caps() -> None:
     # a byte cap closes requests early; every request stays under it
     capped = plan_steps(train, batch_size=10, max_request_bytes=200)
     assert all(s.body_bytes <= 200 for s in capped) and len(capped) > 1
-    body = json.dumps({"samples": [train.samples[i] for i in capped[0].indices]}, separators=(",", ":"))
+    body = json.dumps({"samples": [train.sample(i) for i in capped[0].indices]}, separators=(",", ":"))
     assert len(body.encode()) == capped[0].body_bytes
     tokens = plan_steps(train, batch_size=10, max_request_tokens=25)
     assert all(s.tokens <= 25 for s in tokens) and len(tokens) > 1
