@@ -132,6 +132,7 @@ def main() -> int:
     ratios = {
         "time_eval_over_batch": round(best["eval"]["wall_s"] / best["batch"]["wall_s"], 3),
         "rss_eval_over_batch": round(best["eval"]["peak_rss_mb"] / best["batch"]["peak_rss_mb"], 3),
+        "client_cpu_eval_over_batch": round(best["eval"]["cpu_s"] / best["batch"]["cpu_s"], 3),
     }
     out = {
         "benchmark": "eval",
@@ -149,11 +150,14 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / ("eval.json" if n == 100_000 else f"eval_{n}.json")
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"{'':8}{'wall s':>8}{'items/s':>10}{'peak RSS MB':>13}")
+    print(f"{'':8}{'wall s':>8}{'items/s':>10}{'peak RSS MB':>13}{'client CPU s':>14}")
     for name in ("batch", "eval"):
         r = best[name]
-        print(f"{name:8}{r['wall_s']:>8}{r['items_per_s']:>10}{r['peak_rss_mb']:>13}")
-    print(f"eval/batch: time {ratios['time_eval_over_batch']}x, RSS {ratios['rss_eval_over_batch']}x -> {path}")
+        print(f"{name:8}{r['wall_s']:>8}{r['items_per_s']:>10}{r['peak_rss_mb']:>13}{r['cpu_s']:>14}")
+    print(
+        f"eval/batch: time {ratios['time_eval_over_batch']}x, RSS {ratios['rss_eval_over_batch']}x, "
+        f"client CPU {ratios['client_cpu_eval_over_batch']}x -> {path}"
+    )
     return 0
 
 
