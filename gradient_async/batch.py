@@ -32,7 +32,9 @@ from gradient_async._batch.runner import BatchRunner
 from gradient_async._errors import ValidationError
 from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import path_id
+from gradient_async.types._base import validate_input
 from gradient_async.types.completions import Completion
+from gradient_async.types.embeddings import EmbedInput
 
 if TYPE_CHECKING:
     from gradient_async._client import AsyncGradient
@@ -187,13 +189,24 @@ async def complete_batch(
     return await stream_complete_batch(client, model_id, prompts, **options).collect()
 
 
-async def _chunks(texts: Iterable[str] | AsyncIterable[str], size: int) -> AsyncIterator[list[str]]:
-    chunk: list[str] = []
+async def _chunks(
+    texts: Iterable[str] | AsyncIterable[str], size: int, rejected: list[BatchItem[list[float]]]
+) -> AsyncIterator[list[tuple[int, str]]]:
+    """Valid texts in chunks of `size`, each with its input index; an invalid text becomes its own
+    failed item in `rejected` (naming its index) instead of failing the chunk it would have joined."""
+    chunk: list[tuple[int, str]] = []
+    index = 0
     async for text in aiter_any(texts):
-        chunk.append(text)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
+        try:
+            validate_input(EmbedInput, f"text {index}", {"input": text})
+        except ValidationError as err:
+            rejected.append(batch_item(index, text, error=err))
+        else:
+            chunk.append((index, text))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        index += 1
     if chunk:
         yield chunk
 
@@ -228,16 +241,16 @@ async def embed_batch(
     wants_tokens = tokens_per_minute is not None
     embed = client.embeddings.create
 
-    def make_job(index: int, chunk: list[str]) -> Job[list[str]]:
-        cost = sum(estimate_tokens(t, 0, tokenizer) for t in chunk) if wants_tokens else 0.0
+    def make_job(index: int, chunk: list[tuple[int, str]]) -> Job[list[tuple[int, str]]]:
+        cost = sum(estimate_tokens(t, 0, tokenizer) for _, t in chunk) if wants_tokens else 0.0
         return Job(index=index, id=None, prompt=chunk, params={}, cost=cost)
 
-    async def call(job: Job[list[str]]) -> list[list[float]]:
-        result = await embed(slug, inputs=job.prompt, max_retries=0)
+    async def call(job: Job[list[tuple[int, str]]]) -> list[list[float]]:
+        result = await embed(slug, inputs=[text for _, text in job.prompt], max_retries=0)
         return [e.embedding for e in sorted(result.embeddings, key=lambda e: e.index)]
 
     length = known_length(texts)
-    runner: BatchRunner[list[str], list[list[float]]] = BatchRunner(
+    runner: BatchRunner[list[tuple[int, str]], list[list[float]]] = BatchRunner(
         call,
         max_concurrency=client.config.max_concurrency if max_concurrency is None else max_concurrency,
         requests_per_minute=requests_per_minute,
@@ -247,20 +260,20 @@ async def embed_batch(
         progress=resolve_progress(progress),
         total=None if length is None else math.ceil(length / chunk_size),
     )
-    stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size), make_job))
-    chunk_items = (await stream.collect()).items
     items: list[BatchItem[list[float]]] = []
+    stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items), make_job))
+    chunk_items = (await stream.collect()).items
     for chunk in chunk_items:
-        texts_in_chunk: list[str] = chunk.prompt
+        texts_in_chunk: list[tuple[int, str]] = chunk.prompt
         vectors = chunk.value
-        for offset, text in enumerate(texts_in_chunk):
+        for offset, (index, text) in enumerate(texts_in_chunk):
             value = vectors[offset] if vectors is not None and offset < len(vectors) else None
             error = chunk.error
             if error is None and value is None:
                 error = ValidationError(f"the server returned no embedding for text {offset} of chunk {chunk.index}")
             items.append(
                 batch_item(
-                    chunk.index * chunk_size + offset,
+                    index,
                     text,
                     value=value,
                     error=error,
@@ -275,4 +288,5 @@ async def embed_batch(
         rate_limited=runner.stats.rate_limited,
         elapsed=runner.stats.elapsed,
     )
+    items.sort(key=lambda item: item.index)
     return BatchResult(items, stats)

@@ -288,3 +288,16 @@ async def test_cancelling_the_consumer_stops_the_stream_at_once(
         assert scope.cancelled_caught
         assert client._pool.limiter.borrowed_tokens == 0
     assert yielded == 5  # ready items are not handed out after the cancel
+
+
+async def test_embeddings_batch_fails_only_the_bad_text(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    async with make_client() as client:
+        result = await client.embeddings.batch("bge-large", ["hello", "world", ""])
+    assert [item.ok for item in result] == [True, True, False]
+    assert result[0].unwrap() == [5.0, 0.0] and result[1].unwrap() == [5.0, 1.0]
+    bad = result[2]
+    assert bad.index == 2 and isinstance(bad.error, InputValidationError) and "text 2" in str(bad.error)
+    assert (result.ok, result.failed) == (2, 1)
+    assert server.handled == 1 and server.body()["inputs"] == [{"input": "hello"}, {"input": "world"}]
