@@ -95,6 +95,8 @@ async def _main(args: argparse.Namespace) -> int:
     if args.report is not None:
         html_path, md_path = write_report(args.report, result, title=f"Evaluation of {args.data.name}")
         print(f"report: {html_path} (summary: {md_path})", file=sys.stderr)
+    for model, reason in result.stopped.items():
+        print(f"eval: {model}: {reason}", file=sys.stderr)
     failed = sum(m.failed for m in summary.models.values())
     line = f"eval: {summary.n} items x {len(summary.models)} models, {failed} failed"
     line += f", {result.scorer_errors} not scored, {result.skipped} already done in {result.elapsed:.1f}s"

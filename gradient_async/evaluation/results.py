@@ -106,7 +106,7 @@ class Disagreement:
 @dataclass
 class EvalResult:
     """`summary`, up to a few `disagreements` per pair, `scorer_errors` (items a scorer could not score),
-    and the `rows` file when one was kept."""
+    the `rows` file when one was kept, and `stopped` models."""
 
     summary: EvalSummary
     disagreements: list[Disagreement] = field(default_factory=list)
@@ -114,3 +114,5 @@ class EvalResult:
     skipped: int = 0
     elapsed: float = 0.0
     rows: Any = None
+    stopped: dict[str, str] = field(default_factory=dict)
+    """Models stopped early (identical hopeless failures in a row), with why; their unsent items count as failed."""

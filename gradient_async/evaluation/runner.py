@@ -24,12 +24,21 @@ import tempfile
 import time
 import zlib
 from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from gradient_async._batch.progress import ProgressArg
-from gradient_async._errors import GradientError, ValidationError
+from gradient_async._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    GradientError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from gradient_async.batch import stream_complete_batch
 from gradient_async.evaluation.dataset import EvalItem, EvalItems, EvalSource, load_items
 from gradient_async.evaluation.results import (
@@ -50,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["evaluate"]
 
 _PENDING, _ANSWERED, _FAILED = 0, 1, 2
+STOP_AFTER = 5
+"""A model stops after this many identical hopeless failures in a row (401, 403, 404, connection refused)."""
 _NAN = math.nan
 
 
@@ -166,8 +177,10 @@ async def _run_model(
     chunk_size: int,
     batch_options: Mapping[str, Any],
     completion_params: Mapping[str, Any],
-) -> None:
+) -> str | None:
+    """Answer and score `model`'s missing items; the reason when it stopped early (hopeless failures)."""
     status = table.status[model]
+    streak: deque[str] = deque(maxlen=STOP_AFTER)
     pending: dict[int, tuple[int, EvalItem]] = {}
 
     def prompts() -> Iterator[dict[str, Any]]:
@@ -189,7 +202,15 @@ async def _run_model(
                 error = f"{type(result.error).__name__}: {result.error}"
                 row = {"id": item.id, "index": index, "model": model, "answer": None, "error": error, "scores": {}}
                 out.write(_dump(row))
+                if _hopeless(result.error):
+                    streak.append(error)
+                    if len(streak) == STOP_AFTER and len(set(streak)) == 1:
+                        out.flush()
+                        return f"stopped after {STOP_AFTER} identical failures in a row: {error}"
+                else:
+                    streak.clear()
                 continue
+            streak.clear()
             chunk.append((index, item, result.value))
             if len(chunk) >= chunk_size:
                 await _score_chunk(client, model, chunk, scorers, table, out)
@@ -197,6 +218,14 @@ async def _run_model(
     if chunk:
         await _score_chunk(client, model, chunk, scorers, table, out)
     out.flush()
+    return None
+
+
+def _hopeless(error: BaseException | None) -> bool:
+    """An error no retry and no other item can fix: bad token, no access, unknown model, refused connection."""
+    if isinstance(error, (AuthenticationError, PermissionDeniedError, NotFoundError)):
+        return True
+    return isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError) and not error.sent
 
 
 def _summarize(
@@ -206,7 +235,7 @@ def _summarize(
     for model in models:
         status = table.status[model]
         answered = status.count(_ANSWERED)
-        failed = status.count(_FAILED)
+        failed = table.n - answered  # failed, or never sent (a model stopped early)
         scores: dict[str, ScoreSummary] = {}
         for scorer in scorers:
             values = [v for v in table.scores[model][scorer.name] if v == v]
@@ -366,9 +395,10 @@ async def evaluate(
             out = rows_path.open("a" if resume else "w", encoding="utf-8")  # noqa: ASYNC230
         except OSError as exc:
             raise ValidationError(f"cannot write rows file {rows_path}: {exc.strerror or exc}") from None
+        stopped: dict[str, str] = {}
         with out:
             for model in model_ids:
-                await _run_model(
+                reason = await _run_model(
                     client,
                     model,
                     items,
@@ -379,6 +409,8 @@ async def evaluate(
                     batch_options=batch_options,
                     completion_params=completion_params,
                 )
+                if reason is not None:
+                    stopped[model] = reason
         summary = _summarize(table, model_ids, scorer_list, resamples=resamples, seed=seed)
         disagreements = _disagreements(table, items, rows_path, model_ids, scorer_list, max_disagreements)
     finally:
@@ -391,4 +423,5 @@ async def evaluate(
         skipped=skipped,
         elapsed=time.monotonic() - started,
         rows=None if rows is None else rows_path,
+        stopped=stopped,
     )

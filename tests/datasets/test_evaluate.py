@@ -78,6 +78,19 @@ async def test_failures_are_counted_apart_from_wrong_answers(gradient_server: Gr
     assert result.summary.to_json()["models"]["no-such-model"]["scores"]["exact"] == {"mean": None, "ci95": None}
 
 
+async def test_a_hopeless_model_stops_early(gradient_server: GradientServer) -> None:
+    items = [{"query": f"q{i}", "expected": "a"} for i in range(300)]
+    base = gradient_server.base_model_ids[-1]
+    before = len(gradient_server.calls)
+    result = await evaluate(
+        gradient_server.client, items, models=["no-such-model", base], scorers=["exact"], max_concurrency=4
+    )
+    assert "no-such-model" in result.stopped and "5 identical failures" in result.stopped["no-such-model"]
+    assert result.summary.models["no-such-model"].failed == 300  # unsent items count as failed
+    assert result.summary.models[base].answered == 300  # the next model still runs
+    assert len(gradient_server.calls) - before < 300 + 20
+
+
 async def test_resume_runs_only_what_is_missing(gradient_server: GradientServer, tmp_path: Path) -> None:
     base, adapter = await _tuned_adapter(gradient_server, learn=8)
     rows = tmp_path / "rows.jsonl"
