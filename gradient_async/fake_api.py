@@ -10,10 +10,11 @@ Use it as the transport of a client (`fake.transport()`, `fake.client()`), as a 
 (`fake.handle`, sync), or behind a real socket (`fake.answer(...)`, what `benchmarks/load_server.py` does).
 
 Knobs (change them any time): `latency` (seconds, async handler only), `fail_every` (every n-th
-request is a 503), `fail_rate` + `seed` (a seeded draw; `seed < 0` fails exactly every 1/rate-th),
-`storm` (the next n requests get 429), `max_in_flight_ok` (more concurrent requests get 429),
-`rate_limit_rps` + `rate_burst` (token bucket, 429 over it), `retry_after` (the 429's header),
-`gate` (an `anyio.Event` every request waits for), `extra` (fields added to each completion).
+request is a 503), `fail_next` (the next n requests are 503s), `fail_rate` + `seed` (a seeded draw;
+`seed < 0` fails exactly every 1/rate-th), `storm` (the next n requests get 429), `max_in_flight_ok`
+(more concurrent requests get 429), `rate_limit_rps` + `rate_burst` (token bucket, 429 over it),
+`retry_after` (the 429's header), `gate` (an `anyio.Event` every request waits for), `extra`
+(fields added to each completion).
 
 Scripting: `fake.add("POST", "/api/models/m/complete", response, ...)` answers that route with each
 response in turn (the last one sticks); a response is an `httpx.Response`, a callable
@@ -42,6 +43,7 @@ import math
 import random
 import re
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,6 +140,7 @@ class FakeGradientAPI:
     base_path: str = "/api"
     latency: float = 0.0
     fail_every: int = 0
+    fail_next: int = 0
     fail_rate: float = 0.0
     seed: int = 0
     storm: int = 0
@@ -159,7 +162,7 @@ class FakeGradientAPI:
     max_in_flight: int = 0
     handled: int = 0
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _script: dict[tuple[str, str], list[Responder]] = field(default_factory=dict, repr=False)
+    script: dict[tuple[str, str], list[Responder]] = field(default_factory=dict, repr=False)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     _fail_debt: float = field(default=0.0, repr=False)
 
@@ -185,8 +188,9 @@ class FakeGradientAPI:
     # -- scripting and recording -------------------------------------------------------------
 
     def add(self, method: str, path: str, *responders: Responder) -> None:
-        """Answer `method path` (the full path, e.g. "/api/models") with each responder in turn; the last sticks."""
-        self._script.setdefault((method.upper(), path), []).extend(responders)
+        """Answer `method path` (the full path as sent, percent-encoded, e.g. "/api/models/a%2Fb") with
+        each responder in turn; the last one sticks."""
+        self.script.setdefault((method.upper(), path), []).extend(responders)
 
     def body(self, index: int = -1) -> Any:
         """The JSON body of the `index`-th recorded request."""
@@ -261,8 +265,9 @@ class FakeGradientAPI:
         return response
 
     def _respond(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
-        key = (request.method, request.url.path)
-        queue = self._script.get(key)
+        raw_path = request.url.raw_path.split(b"?")[0].decode("ascii")  # still percent-encoded
+        key = (request.method, raw_path)
+        queue = self.script.get(key)
         if queue:
             return self._use(queue.pop(0) if len(queue) > 1 else queue[0], request)
         if self.answers and request.url.path.endswith("/complete"):
@@ -270,9 +275,7 @@ class FakeGradientAPI:
             if isinstance(query, str) and query in self.answers:
                 self.queries[query] += 1
                 return self._use(self.answers[query], request)
-        status, payload, headers = self.answer(
-            request.method, request.url.path, dict(request.url.params), request.content
-        )
+        status, payload, headers = self.answer(request.method, raw_path, dict(request.url.params), request.content)
         return httpx.Response(status, json=payload, headers=headers)
 
     @staticmethod
@@ -297,6 +300,9 @@ class FakeGradientAPI:
             wait = self._bucket.take()
             if wait > 0:
                 return self._too_many(wait)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return _error(503, "temporarily unavailable")
         if self.fail_every and self.handled % self.fail_every == 0:
             return _error(503, "temporarily unavailable")
         if self.fail_rate:
@@ -337,7 +343,7 @@ class FakeGradientAPI:
             match = pattern.match(rest)
             if route_method == method and match:
                 answer: Callable[..., _Answer] = getattr(self, f"_{name}")
-                return answer(body, query, *match.groups())
+                return answer(body, query, *(urllib.parse.unquote(g) for g in match.groups()))
         return _error(404, f"no route {method} {path}", "notFound")
 
     # -- the routes ------------------------------------------------------------------------------

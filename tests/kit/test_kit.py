@@ -16,7 +16,7 @@ import respx
 
 from gradient_async import AsyncGradient, BaseModelHandle, NotFoundError
 from gradient_async.fake_api import MOCK_BASE_MODEL_ID, FakeGradientAPI
-from gradient_async.testing import MOCK_ADAPTER_ID, TEST_TOKEN
+from gradient_async.testing import MOCK_ADAPTER_ID, MOCK_BASE_URL, TEST_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,9 +77,12 @@ async def test_unknown_gradient_paths_are_answered_by_the_fake_not_the_network(
     mock_gradient: respx.MockRouter,
 ) -> None:
     async with AsyncGradient() as client:
-        with pytest.raises(NotFoundError, match="no route"):
-            await client.models.get("a/b")  # an odd path: still the fake's 404
-    assert mock_gradient["gradient"].called or mock_gradient["get_model"].called
+        with pytest.raises(NotFoundError, match="no model 'a/b'"):
+            await client.models.get("a/b")  # percent-encoded on the wire, one id to the fake
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(MOCK_BASE_URL + "/no/such/route")
+    assert resp.status_code == 404 and "no route" in resp.json()["message"]
+    assert mock_gradient["gradient"].called
 
 
 def test_async_tests_using_the_fixtures_run_in_strict_mode(pytester: pytest.Pytester) -> None:

@@ -111,7 +111,7 @@ async def test_wire_body_merges_model_kwargs_and_call_kwargs(mock_client: AsyncG
 
 
 async def test_stop_sequences_are_applied_client_side(mock_client: AsyncGradient, fake_gradient) -> None:
-    fake_gradient.script["Q"] = httpx.Response(
+    fake_gradient.answers["Q"] = httpx.Response(
         200, json={"finishReason": "length", "generatedOutput": "Dallas Cowboys!\nQuestion: and then"}
     )
     llm = GradientLLM(model=MODEL_ID, client=mock_client, model_kwargs={"stop": ["\nQuestion:"]})
@@ -131,7 +131,7 @@ async def test_llm_output_carries_finish_reason_and_token_usage(mock_client: Asy
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     result = await llm.agenerate(["one", "two"])
     assert [g[0].text for g in result.generations] == ["echo: one", "echo: two"]
-    assert result.generations[0][0].generation_info == {"finish_reason": "stop"}
+    assert result.generations[0][0].generation_info == {"finish_reason": "length"}
     assert result.llm_output is not None
     assert result.llm_output["token_usage"] == {"prompt_tokens": 6, "generated_tokens": 4, "total_token_count": 10}
 
@@ -151,8 +151,10 @@ async def test_errors_are_typed_and_retried(mock_client: AsyncGradient, fake_gra
             return httpx.Response(503, json={"message": "busy"})
         return httpx.Response(200, json={"finishReason": "stop", "generatedOutput": "finally"})
 
-    fake_gradient.script["flaky"] = flaky
-    fake_gradient.script["missing"] = httpx.Response(404, json={"message": "no adapter", "type": "unknownModelAdapter"})
+    fake_gradient.answers["flaky"] = flaky
+    fake_gradient.answers["missing"] = httpx.Response(
+        404, json={"message": "no adapter", "type": "unknownModelAdapter"}
+    )
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     assert await llm.ainvoke("flaky") == "finally"
     assert calls == 3
@@ -171,8 +173,8 @@ async def test_chain_with_prompt_template(mock_client: AsyncGradient) -> None:
 
 
 async def test_abatch_return_exceptions_keeps_each_error_in_place(mock_client: AsyncGradient, fake_gradient) -> None:
-    fake_gradient.script["p3"] = httpx.Response(404, json={"message": "gone", "type": "unknownModelAdapter"})
-    fake_gradient.script["p7"] = httpx.Response(500, json={"message": "boom"})
+    fake_gradient.answers["p3"] = httpx.Response(404, json={"message": "gone", "type": "unknownModelAdapter"})
+    fake_gradient.answers["p7"] = httpx.Response(500, json={"message": "boom"})
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     prompts = [f"p{i}" for i in range(10)] + [""]
     out = await llm.abatch(prompts, return_exceptions=True)
@@ -212,7 +214,7 @@ async def test_abatch_engine_retries_more_than_a_single_call(mock_client: AsyncG
             return httpx.Response(503, json={"message": "busy"})
         return httpx.Response(200, json={"finishReason": "stop", "generatedOutput": "ok"})
 
-    fake_gradient.script["p"] = fails_four_times
+    fake_gradient.answers["p"] = fails_four_times
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     assert await llm.abatch(["p"]) == ["ok"]  # the client alone retries twice; a batch at least 5 times
     assert attempts == 5
@@ -241,8 +243,8 @@ async def test_abatch_fail_fast_cancels_in_flight_work_then_raises(mock_client: 
         return httpx.Response(404, json={"message": "gone"})
 
     for i in range(5):
-        fake_gradient.script[f"slow{i}"] = slow
-    fake_gradient.script["bad"] = fail_when_others_are_waiting
+        fake_gradient.answers[f"slow{i}"] = slow
+    fake_gradient.answers["bad"] = fail_when_others_are_waiting
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     with pytest.raises(NotFoundError):  # the error itself, not an ExceptionGroup
         await llm.abatch([f"slow{i}" for i in range(5)] + ["bad"])
@@ -256,7 +258,7 @@ async def test_empty_batch(mock_client: AsyncGradient) -> None:
 
 
 async def test_agenerate_many_prompts_raises_the_first_error(mock_client: AsyncGradient, fake_gradient) -> None:
-    fake_gradient.script["bad"] = httpx.Response(404, json={"message": "gone"})
+    fake_gradient.answers["bad"] = httpx.Response(404, json={"message": "gone"})
     llm = GradientLLM(model=MODEL_ID, client=mock_client)
     with pytest.raises(NotFoundError):
         await llm.agenerate(["a", "bad", "c"])

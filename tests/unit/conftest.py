@@ -1,8 +1,7 @@
-"""Fixtures for the client's unit tests: a scripted fake API behind httpx.MockTransport, no network."""
+"""Fixtures for the client's unit tests: the project's fake API behind httpx.MockTransport, no network."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from gradient_async import AsyncGradient, RetryPolicy
+from gradient_async.fake_api import FakeGradientAPI
 
 TOKEN = "sk-test-SECRET-token-123"
 WORKSPACE = "ws_123"
@@ -29,34 +29,9 @@ class FakeSleep:
         self.waits.append(seconds)
 
 
-Responder = Callable[[httpx.Request], httpx.Response] | httpx.Response | Exception
-
-
-@dataclass
-class FakeAPI:
-    """A scripted server: queue responses per (method, path); every request is recorded."""
-
-    script: dict[tuple[str, str], list[Responder]] = field(default_factory=dict)
-    requests: list[httpx.Request] = field(default_factory=list)
-
-    def add(self, method: str, path: str, *responders: Responder) -> None:
-        self.script.setdefault((method, path), []).extend(responders)
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        key = (request.method, request.url.raw_path.split(b"?")[0].decode())
-        queue = self.script.get(key)
-        if not queue:
-            return httpx.Response(404, json={"message": f"no route {key}"})
-        responder = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(responder, Exception):
-            raise responder
-        if isinstance(responder, httpx.Response):
-            return responder
-        return responder(request)
-
-    def body(self, index: int = -1) -> Any:
-        return json.loads(self.requests[index].content)
+FakeAPI = FakeGradientAPI
+"""The unit tests' scripted server is the project's one fake API: `api.add(method, path, *responses)`,
+`api.requests`, `api.body(i)`; routes nobody scripted get the fake's contract-shaped answers."""
 
 
 @pytest.fixture
@@ -65,8 +40,8 @@ def fake_sleep() -> FakeSleep:
 
 
 @pytest.fixture
-def api() -> FakeAPI:
-    return FakeAPI()
+def api() -> FakeGradientAPI:
+    return FakeGradientAPI()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,16 +18,15 @@ import trio
 
 from gradient_async import APIConnectionError, APITimeoutError, AsyncGradient, InternalServerError, RetryPolicy
 from gradient_async._transport import AiohttpTransport, AutoTransport
+from gradient_async.fake_api import FakeGradientAPI
 
 from .conftest import ADAPTER_ID, BASE_ID, FakeSleep
-
-MODELS = {"models": [{"id": BASE_ID, "name": "B", "slug": "b", "type": "baseModel", "capabilities": ["complete"]}]}
 
 
 @dataclass
 class ServerState:
     connections: set[tuple[str, int]] = field(default_factory=set)
-    complete_failures: int = 0
+    fake: FakeGradientAPI = field(default_factory=FakeGradientAPI)  # answers the Gradient routes
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
     trickle_done: bool = False
     slow_started: threading.Event = field(default_factory=threading.Event)
@@ -51,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
         self.state.connections.add(self.client_address)
         self.state.requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b""))
         if self.path.startswith("/api/models"):
-            self._send(200, MODELS)
+            self._send(*self._answer(b""))
         elif self.path == "/api/slow":
             self.state.slow_started.set()
             time.sleep(1.0)
@@ -98,11 +98,12 @@ class Handler(BaseHTTPRequestHandler):
         self.state.connections.add(self.client_address)
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.state.requests.append(("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        if self.state.complete_failures > 0:
-            self.state.complete_failures -= 1
-            self._send(503, {"message": "busy"})
-            return
-        self._send(200, {"finishReason": "stop", "generatedOutput": "over a socket"})
+        self._send(*self._answer(body))
+
+    def _answer(self, body: bytes) -> tuple[int, object]:
+        path, _, query = self.path.partition("?")
+        status, payload, _ = self.state.fake.answer(self.command, path, dict(urllib.parse.parse_qsl(query)), body)
+        return status, payload
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ async def test_asyncio_uses_aiohttp_and_keeps_connections_alive(server: tuple[st
         out = await client.completions.create(ADAPTER_ID, query="héllo", max_generated_token_count=5)
         transport = client._pool.http._transport
         assert isinstance(transport, AutoTransport) and isinstance(transport.inner, AiohttpTransport)
-    assert models[0].id == BASE_ID and out.generated_output == "over a socket"
+    assert models[0].id == BASE_ID and out.generated_output == "echo: héllo"
     assert len(state.connections) == 1  # six requests, one keep-alive connection
     _, _, headers, body = state.requests[-1]
     assert headers["authorization"] == "Bearer tok" and headers["x-gradient-workspace-id"] == "ws"
@@ -173,7 +174,7 @@ def _get(path: str) -> Any:
 
 def test_trio_core_calls_use_httpx_transport(server: tuple[str, ServerState]) -> None:
     url, state = server
-    state.complete_failures = 2
+    state.fake.fail_next = 2
     seen: dict[str, Any] = {}
 
     async def main() -> None:
@@ -182,12 +183,12 @@ def test_trio_core_calls_use_httpx_transport(server: tuple[str, ServerState]) ->
             seen["out"] = await client.completions.create(ADAPTER_ID, query="q")
             seen["inner"] = client._pool.http._transport.inner  # type: ignore[attr-defined]
             with pytest.raises(InternalServerError):
-                state.complete_failures = 5
+                state.fake.fail_next = 5
                 await client.with_options(max_retries=1).completions.create(ADAPTER_ID, query="q")
 
     trio.run(main)
-    assert seen["models"][0].slug == "b"
-    assert seen["out"].generated_output == "over a socket"
+    assert seen["models"][0].slug == "mock-base-model"
+    assert seen["out"].generated_output == "echo: q"
     assert isinstance(seen["inner"], httpx.AsyncHTTPTransport)
 
 
