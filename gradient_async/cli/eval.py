@@ -126,7 +126,16 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.rows is None:
         print("error: --resume needs --rows FILE (the rows of the run to continue)", file=sys.stderr)
         return 2
-    for flag, path in (("--rows", args.rows), ("--summary-json", args.summary_json), ("--report", args.report)):
+    outputs = {"--rows": args.rows, "--summary-json": args.summary_json, "--report": args.report}
+    if args.report is not None:
+        outputs["--report (its .md)"] = args.report.with_suffix(".md")
+    given = {flag: path.resolve() for flag, path in outputs.items() if path is not None}
+    for flag, path in given.items():
+        clash = [other for other, p in given.items() if p == path and other != flag]
+        if path == args.data.resolve() or clash:
+            print(f"error: {flag} {outputs[flag]} would overwrite {clash[0] if clash else '--data'}", file=sys.stderr)
+            return 2
+    for flag, path in outputs.items():
         problem = _unwritable(path)
         if problem:
             print(f"error: cannot write {flag}: {problem}", file=sys.stderr)

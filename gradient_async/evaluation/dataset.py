@@ -116,7 +116,7 @@ class EvalItems:
 
 def _read_file(path: Path) -> Iterator[EvalItem]:
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open(encoding="utf-8-sig")
     except OSError as exc:
         raise ValidationError(f"cannot read evaluation data {path}: {exc.strerror or exc}") from None
     with fh:

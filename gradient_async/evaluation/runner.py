@@ -373,6 +373,8 @@ async def evaluate(
         rows_path = Path(temp_dir.name) / "rows.jsonl"
     else:
         rows_path = Path(rows)
+        if items.path is not None and rows_path.resolve() == items.path.resolve():
+            raise ValidationError(f"rows file {rows_path} is the evaluation data itself; write rows elsewhere")
         if rows_path.is_dir():
             raise ValidationError(f"rows must be a file, and {rows_path} is a directory")
         exists = rows_path.is_file() and rows_path.stat().st_size > 0

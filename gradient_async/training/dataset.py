@@ -97,7 +97,7 @@ def _iter_source(data: SampleSource) -> Iterable[tuple[str, Any]]:
         if not path.is_file():
             raise ValidationError(f"training data not found: {path} (pass a JSONL file, one sample per line)")
         try:
-            with path.open(encoding="utf-8") as fh:
+            with path.open(encoding="utf-8-sig") as fh:
                 for number, raw in enumerate(fh, start=1):
                     if not raw.strip():
                         continue

@@ -102,3 +102,19 @@ def test_outputs_are_checked_before_anything_is_sent(tmp_path: Path, capsys: pyt
     assert "is a directory" in capsys.readouterr().err
     assert main([*base, "--resume"]) == 2
     assert "--resume needs --rows" in capsys.readouterr().err
+
+
+def test_outputs_never_overwrite_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, evalset = _files(tmp_path)
+    before = evalset.read_text()
+    base = ["eval", "--data", str(evalset), "--model", "m"]
+    assert main([*base, "--rows", str(evalset), "--overwrite"]) == 2
+    assert "would overwrite --data" in capsys.readouterr().err
+    assert main([*base, "--report", str(tmp_path / "eval.md")]) == 2  # the HTML and its .md summary: one file
+    assert main([*base, "--summary-json", str(tmp_path / "x.json"), "--rows", str(tmp_path / "x.json")]) == 2
+    assert evalset.read_text() == before
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + evalset.read_bytes())
+    from gradient_async.evaluation import load_items
+
+    assert len(load_items(bom)) == 6
