@@ -100,7 +100,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             async with session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                # raw bytes decoded once (httpx's multi_items() re-detects the encoding per header)
+                headers=[(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
                 data=body,
                 allow_redirects=False,
                 timeout=timeout,

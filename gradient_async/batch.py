@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, Unpack
 
-from gradient_async._batch.inputs import Tokenizer, aiter_any, completion_job, estimate_tokens, known_length
+from gradient_async._batch.inputs import aiter_any, completion_job, estimate_tokens, known_length
 from gradient_async._batch.items import BatchFailed, BatchItem, BatchOk, BatchResult, BatchStats, Job, batch_item
-from gradient_async._batch.progress import ProgressArg, ProgressCallback, TqdmProgress, resolve_progress
+from gradient_async._batch.options import BatchKwargs, BatchOptions, CompletionBatchKwargs
+from gradient_async._batch.progress import ProgressCallback, TqdmProgress, resolve_progress
 from gradient_async._batch.runner import BatchRunner
 from gradient_async._errors import ValidationError
 from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import path_id
+from gradient_async.resources.completions import build_complete_body
 from gradient_async.types._base import validate_input
 from gradient_async.types.completions import Completion
 from gradient_async.types.embeddings import EmbedInput
@@ -43,10 +45,13 @@ __all__ = [
     "BATCH_MIN_RETRIES",
     "BatchFailed",
     "BatchItem",
+    "BatchKwargs",
     "BatchOk",
+    "BatchOptions",
     "BatchResult",
     "BatchStats",
     "BatchStream",
+    "CompletionBatchKwargs",
     "Prompt",
     "ProgressCallback",
     "TqdmProgress",
@@ -56,6 +61,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 Prompt: TypeAlias = "str | Mapping[str, Any]"
 """A prompt string, or `{"query": ..., "id"?: ..., **completion_params}`."""
@@ -126,51 +132,57 @@ class BatchStream(Generic[T]):
         await self.aclose()
 
 
+def _runner(
+    client: AsyncGradient, opts: BatchOptions, call: Callable[[Job[P]], Awaitable[T]], total: int | None
+) -> BatchRunner[P, T]:
+    """The one place batch options become a runner."""
+    return BatchRunner(
+        call,
+        max_concurrency=client.config.max_concurrency if opts.max_concurrency is None else opts.max_concurrency,
+        window=opts.window,
+        requests_per_minute=opts.requests_per_minute,
+        tokens_per_minute=opts.tokens_per_minute,
+        retry=batch_policy(client, opts.retry),
+        fail_fast=opts.fail_fast,
+        progress=resolve_progress(opts.progress),
+        total=total,
+    )
+
+
 def stream_complete_batch(
     client: AsyncGradient,
     model_id: str,
     prompts: Iterable[Prompt] | AsyncIterable[Prompt],
     *,
-    max_concurrency: int | None = None,
-    window: int | None = None,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-    tokenizer: Tokenizer | None = None,
-    retry: RetryPolicy | None = None,
-    fail_fast: bool = False,
-    progress: ProgressArg = None,
-    **completion_params: Any,
+    options: BatchOptions | None = None,
+    **kwargs: Unpack[CompletionBatchKwargs],
 ) -> BatchStream[Completion]:
     """Complete every prompt, yielding items as they finish; see `client.completions.stream_batch`.
+    Batch options come as `options=BatchOptions(...)` and/or keywords; other keywords are completion
+    settings for every prompt (checked once, before anything is sent).
 
     Example::
 
-        async with stream_complete_batch(client, model_id, open_prompts()) as stream:
+        async with stream_complete_batch(client, model_id, open_prompts(), max_concurrency=16) as stream:
             async for item in stream:
                 save(item.id, item.value)
     """
+    params: dict[str, Any] = dict(kwargs)
+    opts = BatchOptions.take(options, params)
     path_id(model_id, "model_id")  # fail on a bad id before the batch starts
-    wants_tokens = tokens_per_minute is not None
+    build_complete_body("-", params)  # fail on a bad or unknown setting before the batch starts
+    tokenizer = opts.tokenizer
+    wants_tokens = opts.tokens_per_minute is not None
     create = client.completions.create
 
     def make_job(index: int, raw: Any) -> Job[str]:
-        return completion_job(index, raw, completion_params, tokenizer=tokenizer, count_tokens=wants_tokens)
+        return completion_job(index, raw, params, tokenizer=tokenizer, count_tokens=wants_tokens)
 
     async def call(job: Job[str]) -> Completion:
         # the resource builds and checks the body (a bad item fails alone); the batch retries
         return await create(model_id, query=job.prompt, max_retries=0, **job.params)
 
-    runner: BatchRunner[str, Completion] = BatchRunner(
-        call,
-        max_concurrency=client.config.max_concurrency if max_concurrency is None else max_concurrency,
-        window=window,
-        requests_per_minute=requests_per_minute,
-        tokens_per_minute=tokens_per_minute,
-        retry=batch_policy(client, retry),
-        fail_fast=fail_fast,
-        progress=resolve_progress(progress),
-        total=known_length(prompts),
-    )
+    runner: BatchRunner[str, Completion] = _runner(client, opts, call, known_length(prompts))
     return BatchStream(runner, lambda: runner.iterate(prompts, make_job))
 
 
@@ -178,7 +190,9 @@ async def complete_batch(
     client: AsyncGradient,
     model_id: str,
     prompts: Iterable[Prompt] | AsyncIterable[Prompt],
-    **options: Any,
+    *,
+    options: BatchOptions | None = None,
+    **kwargs: Unpack[CompletionBatchKwargs],
 ) -> BatchResult[Completion]:
     """Complete every prompt; items in input order. Same options as `stream_complete_batch`.
 
@@ -186,7 +200,7 @@ async def complete_batch(
 
         result = await complete_batch(client, model_id, ["Hi", "Bye"], max_concurrency=16)
     """
-    return await stream_complete_batch(client, model_id, prompts, **options).collect()
+    return await stream_complete_batch(client, model_id, prompts, options=options, **kwargs).collect()
 
 
 async def _chunks(
@@ -217,13 +231,8 @@ async def embed_batch(
     texts: Iterable[str] | AsyncIterable[str],
     *,
     chunk_size: int = 256,
-    max_concurrency: int | None = None,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-    tokenizer: Tokenizer | None = None,
-    retry: RetryPolicy | None = None,
-    fail_fast: bool = False,
-    progress: ProgressArg = None,
+    options: BatchOptions | None = None,
+    **kwargs: Unpack[BatchKwargs],
 ) -> BatchResult[list[float]]:
     """Embed every text (sent `chunk_size` per request, same engine as completions); one item per
     text in input order, value = its vector. Progress counts requests (chunks).
@@ -233,12 +242,17 @@ async def embed_batch(
         result = await embed_batch(client, "bge-large", texts)
         vectors = [item.unwrap() for item in result]
     """
+    rest: dict[str, Any] = dict(kwargs)
+    opts = BatchOptions.take(options, rest)
+    if rest:
+        raise ValidationError(f"unknown embeddings batch option(s): {', '.join(sorted(rest))}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= 256:
         raise ValidationError(f"chunk_size must be an integer from 1 to 256, got {chunk_size!r}")
     if isinstance(texts, str):
         raise ValidationError("texts must be an iterable of strings, not one string, e.g. ['hello']")
     path_id(slug, "slug")  # fail on a bad slug before the batch starts
-    wants_tokens = tokens_per_minute is not None
+    tokenizer = opts.tokenizer
+    wants_tokens = opts.tokens_per_minute is not None
     embed = client.embeddings.create
 
     def make_job(index: int, chunk: list[tuple[int, str]]) -> Job[list[tuple[int, str]]]:
@@ -250,16 +264,8 @@ async def embed_batch(
         return [e.embedding for e in sorted(result.embeddings, key=lambda e: e.index)]
 
     length = known_length(texts)
-    runner: BatchRunner[list[tuple[int, str]], list[list[float]]] = BatchRunner(
-        call,
-        max_concurrency=client.config.max_concurrency if max_concurrency is None else max_concurrency,
-        requests_per_minute=requests_per_minute,
-        tokens_per_minute=tokens_per_minute,
-        retry=batch_policy(client, retry),
-        fail_fast=fail_fast,
-        progress=resolve_progress(progress),
-        total=None if length is None else math.ceil(length / chunk_size),
-    )
+    total = None if length is None else math.ceil(length / chunk_size)
+    runner: BatchRunner[list[tuple[int, str]], list[list[float]]] = _runner(client, opts, call, total)
     items: list[BatchItem[list[float]]] = []
     stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items), make_job))
     chunk_items = (await stream.collect()).items

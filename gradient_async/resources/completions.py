@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Unpack
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
-from gradient_async._retry import RetryHook, RetryPolicy
+from gradient_async._retry import RetryHook
 from gradient_async.resources._base import AsyncResource, path_id
 from gradient_async.types._base import validate_input
 from gradient_async.types.completions import CompleteBody, Completion, CompletionParams
 
 if TYPE_CHECKING:
-    from gradient_async.batch import BatchResult, BatchStream, ProgressCallback
+    from gradient_async.batch import BatchOptions, BatchResult, BatchStream, CompletionBatchKwargs
 
 __all__ = ["AsyncCompletions", "build_complete_body"]
 
@@ -81,28 +81,17 @@ class AsyncCompletions(AsyncResource):
         model_id: str,
         prompts: Iterable[str | Mapping[str, Any]] | AsyncIterable[str | Mapping[str, Any]],
         *,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        tokenizer: Callable[[str], int] | None = None,
-        retry: RetryPolicy | None = None,
-        fail_fast: bool = False,
-        progress: ProgressCallback | Literal["tqdm"] | None = None,
-        **params: Unpack[CompletionParams],
+        options: BatchOptions | None = None,
+        **kwargs: Unpack[CompletionBatchKwargs],
     ) -> BatchResult[Completion]:
         """Complete every prompt; results in input order, one `BatchItem` each (`.value` or `.error`).
 
         Args:
             prompts: strings, or dicts `{"query": ..., "id"?: ..., **per-item params}`; any (async) iterable.
-            max_concurrency: this batch's cap on requests in flight (default: the client's cap, which
-                every batch and call on the client shares anyway).
-            requests_per_minute, tokens_per_minute: smooth client-side rate limits. Tokens are
-                estimated as len(prompt)/4 + max_generated_token_count unless `tokenizer` counts them.
-            retry: per-item retry policy (default: the client's, with at least 5 retries). A 429
-                pauses the whole batch for its Retry-After and shrinks the concurrency window.
-            fail_fast: cancel everything at the first item that fails for good, and raise its error.
-            progress: `callback(done, total, ok, failed)` or "tqdm" (extra [batch]).
-            **params: completion settings for every prompt (see `create`).
+            options: a `BatchOptions` (concurrency, window, rate limits, retry, fail_fast, progress);
+                the same names are accepted as keywords and override it.
+            **kwargs: batch options (see `BatchOptions`) and completion settings for every prompt
+                (see `create`), checked before anything is sent.
 
         Example::
 
@@ -110,33 +99,15 @@ class AsyncCompletions(AsyncResource):
             print(result.ok, result.failed, result.retried)
             answers = [item.value.generated_output for item in result if item.ok]
         """
-        return await self.stream_batch(
-            model_id,
-            prompts,
-            max_concurrency=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            tokenizer=tokenizer,
-            retry=retry,
-            fail_fast=fail_fast,
-            progress=progress,
-            **params,
-        ).collect()
+        return await self.stream_batch(model_id, prompts, options=options, **kwargs).collect()
 
     def stream_batch(
         self,
         model_id: str,
         prompts: Iterable[str | Mapping[str, Any]] | AsyncIterable[str | Mapping[str, Any]],
         *,
-        max_concurrency: int | None = None,
-        window: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        tokenizer: Callable[[str], int] | None = None,
-        retry: RetryPolicy | None = None,
-        fail_fast: bool = False,
-        progress: ProgressCallback | Literal["tqdm"] | None = None,
-        **params: Unpack[CompletionParams],
+        options: BatchOptions | None = None,
+        **kwargs: Unpack[CompletionBatchKwargs],
     ) -> BatchStream[Completion]:
         """Like `batch`, but yields items as they complete, in flat memory: the input is read lazily and
         at most `window` items (default 2 × max_concurrency) are in flight or waiting to be consumed.
@@ -149,17 +120,4 @@ class AsyncCompletions(AsyncResource):
         """
         from gradient_async.batch import stream_complete_batch
 
-        return stream_complete_batch(
-            self._client,
-            model_id,
-            prompts,
-            max_concurrency=max_concurrency,
-            window=window,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            tokenizer=tokenizer,
-            retry=retry,
-            fail_fast=fail_fast,
-            progress=progress,
-            **params,
-        )
+        return stream_complete_batch(self._client, model_id, prompts, options=options, **kwargs)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Unpack
 
 from gradient_async._client import RequestOptions
 from gradient_async._config import NOT_GIVEN, NotGiven, TimeoutTypes
 from gradient_async._errors import ValidationError
-from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import AsyncResource, path_id
 from gradient_async.types._base import validate_input
 from gradient_async.types.embeddings import (
@@ -20,7 +19,7 @@ from gradient_async.types.embeddings import (
 )
 
 if TYPE_CHECKING:
-    from gradient_async.batch import BatchResult, ProgressCallback
+    from gradient_async.batch import BatchKwargs, BatchOptions, BatchResult
 
 __all__ = ["AsyncEmbeddings"]
 
@@ -101,16 +100,12 @@ class AsyncEmbeddings(AsyncResource):
         texts: Iterable[str] | AsyncIterable[str],
         *,
         chunk_size: int = 256,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        tokenizer: Callable[[str], int] | None = None,
-        retry: RetryPolicy | None = None,
-        fail_fast: bool = False,
-        progress: ProgressCallback | Literal["tqdm"] | None = None,
+        options: BatchOptions | None = None,
+        **kwargs: Unpack[BatchKwargs],
     ) -> BatchResult[builtins.list[float]]:
         """Embed any number of texts, `chunk_size` per request, through the completions batch engine
-        (same limits, retries and 429 handling). One item per text, in input order, value = its vector.
+        (same options, limits, retries and 429 handling: see `BatchOptions`). One item per text, in
+        input order, value = its vector.
 
         Example::
 
@@ -119,16 +114,4 @@ class AsyncEmbeddings(AsyncResource):
         """
         from gradient_async.batch import embed_batch
 
-        return await embed_batch(
-            self._client,
-            slug,
-            texts,
-            chunk_size=chunk_size,
-            max_concurrency=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            tokenizer=tokenizer,
-            retry=retry,
-            fail_fast=fail_fast,
-            progress=progress,
-        )
+        return await embed_batch(self._client, slug, texts, chunk_size=chunk_size, options=options, **kwargs)
