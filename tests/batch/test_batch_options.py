@@ -47,7 +47,7 @@ async def test_a_bad_setting_fails_before_anything_is_sent(
             await client.completions.batch(MODEL, ["a", "b"], temprature=0.5)  # type: ignore[call-arg]
         with pytest.raises(InputValidationError, match="unknown embeddings batch option"):
             await client.embeddings.batch("bge", ["a"], temperature=0.5)  # type: ignore[call-arg]
-    assert server.requests == 0
+    assert not server.requests
 
 
 async def test_batch_calls_go_through_the_resources(
