@@ -12,6 +12,8 @@ import inspect
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/kit runs pytest inside pytest (allowed only in this top-level conftest)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:

@@ -1,3 +1,0 @@
-"""The test kit's own tests run pytest inside pytest (`pytester`)."""
-
-pytest_plugins = ["pytester"]
