@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from gradient_async._client import AsyncGradient
-from gradient_async._errors import GradientError, ValidationError
+from gradient_async._errors import GradientError, InputValidationError
 from gradient_async.evaluation.report import write_report
 from gradient_async.training import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -113,7 +113,7 @@ async def _main(args: argparse.Namespace) -> int:
                 eval_data=args.eval_data,
                 scorers=args.scorer or ["contains"],
             )
-        except (CheckpointError, ValidationError) as exc:
+        except (CheckpointError, InputValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except GradientError as exc:

@@ -2,7 +2,7 @@
 
 A source is a JSONL path (read lazily, once per model, so memory stays flat) or a list/iterable of dicts or
 `EvalItem`s (an iterable is read into a list). `load_items` reads everything once first, so a bad line is a
-ValidationError naming it (`file:line: ...`) before any request is sent. A missing or null id becomes the
+InputValidationError naming it (`file:line: ...`) before any request is sent. A missing or null id becomes the
 1-based line number (files) or the 0-based position (lists); ids must be unique.
 
 Example::
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from gradient_async._errors import ValidationError
+from gradient_async._errors import InputValidationError
 from gradient_async.types._base import validate_input
 from gradient_async.types.completions import CompleteBody
 
@@ -51,12 +51,12 @@ def _item(raw: object, default_id: Any, where: str) -> EvalItem:
     if isinstance(raw, EvalItem):
         return raw if raw.id is not None else EvalItem(raw.query, raw.expected, default_id, raw.params)
     if not isinstance(raw, Mapping):
-        raise ValidationError(f"{where}: expected an object with 'query' and 'expected', got {type(raw).__name__}")
+        raise InputValidationError(f"{where}: expected an object with 'query' and 'expected', got {type(raw).__name__}")
     fields = dict(raw)
     item_id = fields.pop("id", None)
     query = fields.pop("query", None)
     if not isinstance(query, str) or not query:
-        raise ValidationError(f"{where}: 'query' must be a non-empty string, got {query!r:.60}")
+        raise InputValidationError(f"{where}: 'query' must be a non-empty string, got {query!r:.60}")
     expected = fields.pop("expected", None)
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         expected = str(expected)
@@ -67,22 +67,22 @@ def _item(raw: object, default_id: Any, where: str) -> EvalItem:
     elif isinstance(expected, list) and expected and all(isinstance(e, str) for e in expected):
         answers = tuple(expected)
     else:
-        raise ValidationError(
+        raise InputValidationError(
             f"{where}: 'expected' must be a string or a non-empty list of strings, got {expected!r:.60}"
         )
     unknown = sorted(k for k in fields if k not in _PARAMS and k not in _PARAMS_CAMEL)
     if unknown:
-        raise ValidationError(
+        raise InputValidationError(
             f"{where}: unknown field(s) {', '.join(unknown)}; an item has id, query, expected and completion "
             f"params ({', '.join(sorted(_PARAMS))})"
         )
     if fields:
         try:
             validate_input(CompleteBody, "completion params", {"query": query, **fields})
-        except ValidationError as exc:
-            raise ValidationError(f"{where}: {exc}") from None
+        except InputValidationError as exc:
+            raise InputValidationError(f"{where}: {exc}") from None
     if isinstance(item_id, (dict, list, float)):
-        raise ValidationError(f"{where}: 'id' must be a string or an integer, got {item_id!r:.60}")
+        raise InputValidationError(f"{where}: 'id' must be a string or an integer, got {item_id!r:.60}")
     return EvalItem(query, answers, default_id if item_id is None else item_id, fields)
 
 
@@ -118,7 +118,7 @@ def _read_file(path: Path) -> Iterator[EvalItem]:
     try:
         fh = path.open(encoding="utf-8-sig")
     except OSError as exc:
-        raise ValidationError(f"cannot read evaluation data {path}: {exc.strerror or exc}") from None
+        raise InputValidationError(f"cannot read evaluation data {path}: {exc.strerror or exc}") from None
     with fh:
         try:
             for number, raw in enumerate(fh, start=1):
@@ -128,10 +128,10 @@ def _read_file(path: Path) -> Iterator[EvalItem]:
                 try:
                     data = json.loads(raw)
                 except json.JSONDecodeError as exc:
-                    raise ValidationError(f"{where}: not valid JSON ({exc.msg})") from None
+                    raise InputValidationError(f"{where}: not valid JSON ({exc.msg})") from None
                 yield _item(data, number, where)
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
+            raise InputValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def _key(item_id: Any) -> str:
@@ -139,7 +139,7 @@ def _key(item_id: Any) -> str:
 
 
 def load_items(data: EvalSource) -> EvalItems:
-    """Validate every item of `data` (one pass), checking ids are unique; ValidationError names the line.
+    """Validate every item of `data` (one pass), checking ids are unique; InputValidationError names the line.
 
     Example::
 
@@ -152,27 +152,27 @@ def load_items(data: EvalSource) -> EvalItems:
     def check(item: EvalItem, where: str) -> None:
         key = _key(item.id)
         if key in seen:
-            raise ValidationError(f"{where}: duplicate id {item.id!r}; every item needs its own id")
+            raise InputValidationError(f"{where}: duplicate id {item.id!r}; every item needs its own id")
         seen.add(key)
 
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.is_file():
-            raise ValidationError(f"evaluation data not found: {path} (pass a JSONL file of query/expected items)")
+            raise InputValidationError(f"evaluation data not found: {path} (pass a JSONL file of query/expected items)")
         count = 0
         for item in _read_file(path):
             count += 1
             check(item, f"{path}: item {count}")
         if count == 0:
-            raise ValidationError(f"{path} has no items")
+            raise InputValidationError(f"{path} has no items")
         return EvalItems(path=path, count=count)
     if isinstance(data, (bytes, Mapping)):
-        raise ValidationError("evaluation data must be a JSONL path or a list of {'query', 'expected'} items")
+        raise InputValidationError("evaluation data must be a JSONL path or a list of {'query', 'expected'} items")
     items = []
     for index, raw in enumerate(data):
         item = _item(raw, index, f"item {index}")
         check(item, f"item {index}")
         items.append(item)
     if not items:
-        raise ValidationError("the evaluation data has no items")
+        raise InputValidationError("the evaluation data has no items")
     return EvalItems(items=items)

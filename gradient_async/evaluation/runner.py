@@ -35,9 +35,9 @@ from gradient_async._errors import (
     APITimeoutError,
     AuthenticationError,
     GradientError,
+    InputValidationError,
     NotFoundError,
     PermissionDeniedError,
-    ValidationError,
 )
 from gradient_async.batch import stream_complete_batch
 from gradient_async.evaluation.dataset import EvalItem, EvalItems, EvalSource, load_items
@@ -123,7 +123,7 @@ def _check_ids(items: EvalItems, table: _Table) -> None:
         want = _id_hash(item.id)
         for model, status in table.status.items():
             if status[index] == _ANSWERED and table.ids[model][index] != want:
-                raise ValidationError(
+                raise InputValidationError(
                     f"the rows file does not match this data (item {index} has id {item.id!r}); "
                     "use the same data to resume, or a new rows file"
                 )
@@ -306,13 +306,13 @@ def _disagreements(
 
 def _check_models(models: Sequence[str]) -> list[str]:
     if isinstance(models, str) or not isinstance(models, Sequence) or not models:
-        raise ValidationError("models must be a non-empty list of model ids, e.g. [base_id, adapter_id]")
+        raise InputValidationError("models must be a non-empty list of model ids, e.g. [base_id, adapter_id]")
     out = list(models)
     for model in out:
         if not isinstance(model, str) or not model.strip():
-            raise ValidationError(f"a model id must be a non-empty string, got {model!r}")
+            raise InputValidationError(f"a model id must be a non-empty string, got {model!r}")
     if len(set(out)) != len(out):
-        raise ValidationError("the same model is listed twice; list each model once")
+        raise InputValidationError("the same model is listed twice; list each model once")
     return out
 
 
@@ -360,11 +360,11 @@ async def evaluate(
     scorer_list = resolve_scorers(scorers)
     items = load_items(data)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValidationError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        raise InputValidationError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
-        raise ValidationError(f"resamples must be an integer >= 100, got {resamples!r}")
+        raise InputValidationError(f"resamples must be an integer >= 100, got {resamples!r}")
     if resume and rows is None:
-        raise ValidationError("resume=True needs the rows file of the earlier run (rows=...)")
+        raise InputValidationError("resume=True needs the rows file of the earlier run (rows=...)")
     table = _Table(len(items), model_ids, scorer_list)
     temp_dir = None
     skipped = 0
@@ -374,15 +374,15 @@ async def evaluate(
     else:
         rows_path = Path(rows)
         if items.path is not None and rows_path.resolve() == items.path.resolve():
-            raise ValidationError(f"rows file {rows_path} is the evaluation data itself; write rows elsewhere")
+            raise InputValidationError(f"rows file {rows_path} is the evaluation data itself; write rows elsewhere")
         if rows_path.is_dir():
-            raise ValidationError(f"rows must be a file, and {rows_path} is a directory")
+            raise InputValidationError(f"rows must be a file, and {rows_path} is a directory")
         exists = rows_path.is_file() and rows_path.stat().st_size > 0
         if exists and resume:
             skipped = _load_rows(rows_path, table, model_ids, scorer_list)
             _check_ids(items, table)
         elif exists and not overwrite:
-            raise ValidationError(
+            raise InputValidationError(
                 f"rows file {rows_path} already has rows: resume=True (--resume) continues that run, "
                 "overwrite=True (--overwrite) starts it over"
             )
@@ -396,7 +396,7 @@ async def evaluate(
         try:
             out = rows_path.open("a" if resume else "w", encoding="utf-8")  # noqa: ASYNC230
         except OSError as exc:
-            raise ValidationError(f"cannot write rows file {rows_path}: {exc.strerror or exc}") from None
+            raise InputValidationError(f"cannot write rows file {rows_path}: {exc.strerror or exc}") from None
         stopped: dict[str, str] = {}
         with out:
             for model in model_ids:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, runtime_checkable
 
-from gradient_async._errors import GradientError, ValidationError
+from gradient_async._errors import GradientError, InputValidationError
 from gradient_async.evaluation.dataset import EvalItem
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def _compile(pattern: str, where: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValidationError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
+        raise InputValidationError(f"{where}: invalid regular expression {pattern!r}: {exc}") from None
 
 
 class Regex(FunctionScorer):
@@ -193,7 +193,7 @@ class Number(FunctionScorer):
 
     def __init__(self, tolerance: float = 1e-6) -> None:
         if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-            raise ValidationError(f"number scorer: tolerance must be a number >= 0, got {tolerance!r}")
+            raise InputValidationError(f"number scorer: tolerance must be a number >= 0, got {tolerance!r}")
 
         def fn(answer: str, item: EvalItem) -> bool:
             got = parse_number(answer)
@@ -202,7 +202,7 @@ class Number(FunctionScorer):
             for expected in item.expected:
                 want = parse_number(expected)
                 if want is None:
-                    raise ValidationError(f"expected {expected!r} is not a number")
+                    raise InputValidationError(f"expected {expected!r} is not a number")
                 if abs(got - want) <= max(tolerance, tolerance * abs(want)):
                     return True
             return False
@@ -228,7 +228,7 @@ class Similarity:
     def __post_init__(self) -> None:
         t = self.threshold
         if t is not None and not (isinstance(t, (int, float)) and -1.0 <= t <= 1.0):
-            raise ValidationError(f"similarity scorer: threshold must be between -1 and 1, got {t!r}")
+            raise InputValidationError(f"similarity scorer: threshold must be between -1 and 1, got {t!r}")
         self.name = "similarity" if t == 0.8 else f"similarity:{t}"
 
     async def score(self, client: AsyncGradient, answered: Sequence[Answered]) -> list[Score]:
@@ -272,7 +272,7 @@ class Judge:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise ValidationError("judge scorer: name the judge model, e.g. judge:MODEL_ID")
+            raise InputValidationError("judge scorer: name the judge model, e.g. judge:MODEL_ID")
         self.name = f"judge:{self.model}"
 
     async def score(self, client: AsyncGradient, answered: Sequence[Answered]) -> list[Score]:
@@ -315,15 +315,15 @@ def _from_spec(spec: str) -> Scorer:
     name, sep, arg = spec.partition(":")
     name = name.strip().lower()
     if name not in NAMES:
-        raise ValidationError(
+        raise InputValidationError(
             f"unknown scorer {spec!r}; choose from {', '.join(NAMES)} (e.g. number:0.01, judge:MODEL)"
         )
     if not sep:
         if name == "judge":
-            raise ValidationError("the judge scorer needs a model: --scorer judge:MODEL_ID")
+            raise InputValidationError("the judge scorer needs a model: --scorer judge:MODEL_ID")
         return _SIMPLE[name]()
     if name in ("exact", "normalized", "contains"):
-        raise ValidationError(f"scorer {name!r} takes no argument, got {spec!r}")
+        raise InputValidationError(f"scorer {name!r} takes no argument, got {spec!r}")
     if name == "regex":
         return Regex(arg)
     if name == "judge":
@@ -331,7 +331,7 @@ def _from_spec(spec: str) -> Scorer:
     try:
         value = float(arg)
     except ValueError:
-        raise ValidationError(f"scorer {spec!r}: {arg!r} is not a number") from None
+        raise InputValidationError(f"scorer {spec!r}: {arg!r} is not a number") from None
     return Number(value) if name == "number" else Similarity(threshold=value)
 
 
@@ -343,11 +343,11 @@ def resolve_scorer(arg: ScorerArg) -> Scorer:
         return arg
     if callable(arg):
         return FunctionScorer(getattr(arg, "__name__", "callable"), arg)
-    raise ValidationError(f"a scorer is a name like 'contains', a Scorer or a callable, got {arg!r:.60}")
+    raise InputValidationError(f"a scorer is a name like 'contains', a Scorer or a callable, got {arg!r:.60}")
 
 
 def resolve_scorers(args: Sequence[ScorerArg] | ScorerArg) -> list[Scorer]:
-    """Scorers for `args`; ValidationError on an unknown name or two scorers with the same name.
+    """Scorers for `args`; InputValidationError on an unknown name or two scorers with the same name.
 
     Example::
 
@@ -357,9 +357,9 @@ def resolve_scorers(args: Sequence[ScorerArg] | ScorerArg) -> list[Scorer]:
         args = [args]
     scorers = [resolve_scorer(a) for a in args]
     if not scorers:
-        raise ValidationError("give at least one scorer, e.g. ['contains']")
+        raise InputValidationError("give at least one scorer, e.g. ['contains']")
     names = [s.name for s in scorers]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValidationError(f"two scorers are named {dupes[0]!r}; give each a distinct name")
+        raise InputValidationError(f"two scorers are named {dupes[0]!r}; give each a distinct name")
     return scorers

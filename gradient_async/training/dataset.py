@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
-from gradient_async._errors import ValidationError
+from gradient_async._errors import InputValidationError
 from gradient_async.resources.fine_tunes import normalize_samples
 from gradient_async.types.fine_tunes import Sample
 
@@ -95,7 +95,7 @@ def _iter_source(data: SampleSource) -> Iterable[tuple[str, Any]]:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.is_file():
-            raise ValidationError(f"training data not found: {path} (pass a JSONL file, one sample per line)")
+            raise InputValidationError(f"training data not found: {path} (pass a JSONL file, one sample per line)")
         try:
             with path.open(encoding="utf-8-sig") as fh:
                 for number, raw in enumerate(fh, start=1):
@@ -104,20 +104,20 @@ def _iter_source(data: SampleSource) -> Iterable[tuple[str, Any]]:
                     try:
                         yield f"{path}:{number}", json.loads(raw)
                     except json.JSONDecodeError as exc:
-                        raise ValidationError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                        raise InputValidationError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
+            raise InputValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
-            raise ValidationError(f"cannot read training data {path}: {exc.strerror or exc}") from None
+            raise InputValidationError(f"cannot read training data {path}: {exc.strerror or exc}") from None
         return
     if isinstance(data, (bytes, Mapping)):
-        raise ValidationError("training data must be a JSONL path or a list of samples, e.g. [{'inputs': 'text'}]")
+        raise InputValidationError("training data must be a JSONL path or a list of samples, e.g. [{'inputs': 'text'}]")
     for index, sample in enumerate(data):
         yield f"sample {index}", sample
 
 
 def load_samples(data: SampleSource, *, tokenizer: Callable[[str], int] | None = None) -> TrainingSet:
-    """Read and validate every sample of `data` (ValidationError names the bad line or index).
+    """Read and validate every sample of `data` (InputValidationError names the bad line or index).
 
     Example::
 
@@ -129,21 +129,23 @@ def load_samples(data: SampleSource, *, tokenizer: Callable[[str], int] | None =
     tokens: list[int] = []
     for where, raw in _iter_source(data):
         if not isinstance(raw, (str, Mapping, Sample)):
-            raise ValidationError(f"{where}: a sample must be a string or an object with 'inputs', got {raw!r:.80}")
+            raise InputValidationError(
+                f"{where}: a sample must be a string or an object with 'inputs', got {raw!r:.80}"
+            )
         try:
             [wire] = normalize_samples([raw])["samples"]
-        except ValidationError as exc:
-            raise ValidationError(f"{where}: {exc}") from None
+        except InputValidationError as exc:
+            raise InputValidationError(f"{where}: {exc}") from None
         encoded.append(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         tokens.append(int(count(_sample_text(wire))))
     if not encoded:
-        raise ValidationError("the training data has no samples")
+        raise InputValidationError("the training data has no samples")
     return TrainingSet(encoded, tokens)
 
 
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValidationError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise InputValidationError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -159,7 +161,7 @@ def plan_steps(
 ) -> list[Step]:
     """Every request of the run in order (deterministic for the same samples and settings).
 
-    A sample that alone exceeds a cap is a ValidationError naming it and the cap, raised before
+    A sample that alone exceeds a cap is a InputValidationError naming it and the cap, raised before
     anything is sent.
 
     Example::
@@ -173,16 +175,16 @@ def plan_steps(
     if max_request_tokens is not None:
         _check_int("max_request_tokens", max_request_tokens, 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValidationError(f"seed must be an integer, got {seed!r}")
+        raise InputValidationError(f"seed must be an integer, got {seed!r}")
     token_cap = max_request_tokens if max_request_tokens is not None else math.inf
     for index, (data, tokens) in enumerate(zip(train.encoded, train.tokens, strict=True)):
         if _ENVELOPE + len(data) > max_request_bytes:
-            raise ValidationError(
+            raise InputValidationError(
                 f"sample {index} is {len(data)} bytes, over max_request_bytes={max_request_bytes}: "
                 "shorten or split it, or raise the cap (up to the server's body limit)"
             )
         if tokens > token_cap:
-            raise ValidationError(
+            raise InputValidationError(
                 f"sample {index} has about {tokens} tokens, over max_request_tokens={max_request_tokens}: "
                 "shorten or split it, or raise the cap"
             )

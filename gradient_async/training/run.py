@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from gradient_async._errors import APIConnectionError, APIStatusError, GradientError, ValidationError
+from gradient_async._errors import APIConnectionError, APIStatusError, GradientError, InputValidationError
 from gradient_async.training.checkpoint import VERSION, CheckpointError, CheckpointWriter, read_checkpoint
 from gradient_async.training.dataset import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -147,7 +147,7 @@ class _TqdmBar:
         try:
             from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
-            raise ValidationError("progress='tqdm' needs tqdm: pip install 'gradient-async[batch]'") from None
+            raise InputValidationError("progress='tqdm' needs tqdm: pip install 'gradient-async[batch]'") from None
         self._bar = tqdm(total=total, desc="fine-tune", unit="step", dynamic_ncols=True)
 
     def __call__(self, done: int, total: int, loss: float | None) -> None:
@@ -259,7 +259,7 @@ async def fine_tune_run(
         eval_scorers = resolve_scorers(scorers)
         evaluator = (eval_items, eval_scorers)
     if resume and checkpoint is None:
-        raise ValidationError("resume=True needs a checkpoint file to resume from")
+        raise InputValidationError("resume=True needs a checkpoint file to resume from")
     result = FineTuneRunResult(adapter_id=adapter_id, checkpoint=None if checkpoint is None else Path(checkpoint))
     writer = None
     confirmed: dict[int, dict[str, Any]] = {}
@@ -283,7 +283,7 @@ async def fine_tune_run(
     elif progress is None or callable(progress):
         callback = progress
     else:
-        raise ValidationError(f"progress must be a callable (done, total, loss), 'tqdm' or None, got {progress!r}")
+        raise InputValidationError(f"progress must be a callable (done, total, loss), 'tqdm' or None, got {progress!r}")
     try:
         pending = sorted(uncertain)
         if pending and not resend_uncertain:

@@ -200,3 +200,14 @@ async def test_checkpoint_with_a_damaged_record_is_refused(gradient_server: Grad
         await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], batch_size=2, checkpoint=ckpt, resume=True)
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], checkpoint=tmp_path, resume=True)
+
+
+async def test_tqdm_progress_shows_the_running_loss(
+    gradient_server: GradientServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter_id = await _adapter(gradient_server)
+    run = await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], batch_size=2, progress="tqdm")
+    err = capsys.readouterr().err
+    assert "fine-tune" in err and "2/2" in err and f"loss={run.epochs[0].mean_loss:.4f}" in err
+    with pytest.raises(InputValidationError, match="progress must be"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES[:4], progress="bar")  # type: ignore[arg-type]
