@@ -282,6 +282,14 @@ class _Pool:
             extensions=response.extensions,
         )
 
+    def bounds_whole_attempt(self) -> bool:
+        """Whether our transport bounds each exchange by the read timeout itself (aiohttp's `total`),
+        so an attempt needs no cancel scope of its own (one per attempt costs measurable CPU)."""
+        transport = self.transport
+        return (
+            transport is not None and getattr(transport, "bounds_whole_attempt", False) is True and not _respx_patched()
+        )
+
     async def aclose(self) -> None:
         if self.transport is not None:
             await self.http.aclose()
@@ -487,14 +495,17 @@ class AsyncGradient:
         pool = self._pool
         if not self._root or pool.state is _State.CLOSED:
             return
-        if pool.state is _State.OPEN:
-            pool.state = _State.CLOSING
-            if timeout and pool.active:
-                pool.drained = anyio.Event()
-                with anyio.move_on_after(timeout):
-                    await pool.drained.wait()
-        pool.state = _State.CLOSED
-        await pool.aclose()
+        try:
+            if pool.state is _State.OPEN:
+                pool.state = _State.CLOSING
+                if timeout and pool.active:
+                    pool.drained = anyio.Event()
+                    with anyio.move_on_after(timeout):
+                        await pool.drained.wait()
+        finally:  # also when the drain itself is cancelled: the client ends up closed, never half-open
+            pool.state = _State.CLOSED
+            with anyio.CancelScope(shield=True):
+                await pool.aclose()
 
     async def __aenter__(self) -> AsyncGradient:
         return self
@@ -669,7 +680,7 @@ class AsyncGradient:
             if pool.state is _State.CLOSED:
                 raise ClientClosedError("this AsyncGradient was closed; no new attempt is started")
             logger.debug("request: %s %s", request.method, request.url)
-            if timeouts.attempt is None:
+            if timeouts.attempt is None or pool.bounds_whole_attempt():
                 response = await pool.send(request)
             else:
                 with anyio.fail_after(timeouts.attempt):

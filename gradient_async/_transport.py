@@ -59,7 +59,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     The session is created lazily inside the running loop and closed by `aclose()`.
     Bodies are read whole (the Gradient API never streams), which is also the fastest path.
+    The `read` timeout bounds the whole exchange (aiohttp's `total`), so the client needs no
+    cancel scope of its own per attempt (`bounds_whole_attempt`).
     """
+
+    bounds_whole_attempt = True
 
     def __init__(self, *, max_connections: int = 64, keepalive_expiry: float = 30.0) -> None:
         self._max_connections = max_connections
@@ -159,6 +163,11 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._inner: httpx.AsyncBaseTransport | None = None
         self._closed = False
+
+    @property
+    def bounds_whole_attempt(self) -> bool:
+        """Whether the transport in use bounds a whole exchange by the read timeout itself."""
+        return getattr(self._inner, "bounds_whole_attempt", False) is True
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport | None:

@@ -169,6 +169,10 @@ def stream_complete_batch(
     """
     params: dict[str, Any] = dict(kwargs)
     opts = BatchOptions.take(options, params)
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (Iterable, AsyncIterable)):
+        raise ValidationError(
+            f"prompts must be an iterable of prompts (e.g. ['Hi', 'Bye']), got {type(prompts).__name__}"
+        )
     path_id(model_id, "model_id")  # fail on a bad id before the batch starts
     build_complete_body("-", params)  # fail on a bad or unknown setting before the batch starts
     tokenizer = opts.tokenizer
@@ -248,8 +252,8 @@ async def embed_batch(
         raise ValidationError(f"unknown embeddings batch option(s): {', '.join(sorted(rest))}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= 256:
         raise ValidationError(f"chunk_size must be an integer from 1 to 256, got {chunk_size!r}")
-    if isinstance(texts, str):
-        raise ValidationError("texts must be an iterable of strings, not one string, e.g. ['hello']")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (Iterable, AsyncIterable)):
+        raise ValidationError(f"texts must be an iterable of strings, e.g. ['hello'], got {type(texts).__name__}")
     path_id(slug, "slug")  # fail on a bad slug before the batch starts
     tokenizer = opts.tokenizer
     wants_tokens = opts.tokens_per_minute is not None

@@ -76,6 +76,8 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ValidationError(f"retry must be a RetryPolicy or None, got {type(self.retry).__name__}")
+        if not isinstance(self.fail_fast, bool):
+            raise ValidationError(f"fail_fast must be True or False, got {self.fail_fast!r}")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is not None and (

@@ -72,3 +72,15 @@ async def test_batch_calls_go_through_the_resources(
     assert [c["kind"] for c in calls] == ["complete", "embed"]
     assert calls[0]["max_retries"] == 0 and calls[0]["max_generated_token_count"] == 5  # the batch retries
     assert calls[1]["max_retries"] == 0
+
+
+@pytest.mark.parametrize("prompts", [None, "one string", b"bytes", 42])
+async def test_prompts_that_are_not_an_iterable_of_prompts_are_refused(
+    make_client: Callable[..., AsyncGradient], server: FakeServer, prompts: Any
+) -> None:
+    async with make_client() as client:
+        with pytest.raises(InputValidationError, match="prompts must be an iterable"):
+            await client.completions.batch(MODEL, prompts)
+        with pytest.raises(InputValidationError, match="fail_fast"):
+            await client.completions.batch(MODEL, ["a"], fail_fast="yes")  # type: ignore[arg-type]
+    assert not server.requests

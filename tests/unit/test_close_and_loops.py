@@ -91,3 +91,41 @@ def test_a_client_belongs_to_one_event_loop() -> None:
     with pytest.raises(GradientError, match="one event loop"):
         asyncio.run(use())
     assert len(seen) == 1
+
+
+async def test_a_cancelled_drain_still_closes_the_client() -> None:
+    gate = anyio.Event()
+    seen: list[str] = []
+    client = _gated_client(gate, seen)
+    outcome: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await client.completions.create(ADAPTER_ID, query="q")
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.move_on_after(0.01):
+            await client.aclose(timeout=60)  # cancelled while draining
+        assert client.is_closed
+        with pytest.raises(ClientClosedError):
+            await client.models.list()
+        tg.cancel_scope.cancel()
+    assert len(seen) == 1
+
+
+async def test_cancelling_a_call_frees_its_slot() -> None:
+    gate = anyio.Event()
+    seen: list[str] = []
+    client = _gated_client(gate, seen, max_concurrency=1)
+    async with client:
+        with anyio.move_on_after(0.01):
+            await client.completions.create(ADAPTER_ID, query="q")  # hangs on the gate, then cancelled
+        gate.set()
+        out = await client.completions.create(ADAPTER_ID, query="q")  # the one slot is free again
+        assert out.generated_output == "ok"
+        assert client._pool.active == 0

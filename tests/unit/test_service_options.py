@@ -18,7 +18,9 @@ from gradient_async._errors import ValidationError
 from gradient_async._logs import setup_logging
 from gradient_async.resources import AsyncAdapters, AsyncCompletions, AsyncEmbeddings, AsyncFineTunes, AsyncModels
 
-from .conftest import ADAPTER_ID, BASE_ID, FakeAPI
+from .conftest import ADAPTER_ID, BASE_ID, BASE_URL, FakeAPI
+
+BASE = BASE_URL
 
 COMPLETE = f"/api/models/{ADAPTER_ID}/complete"
 OK = {"finishReason": "stop", "generatedOutput": "ok"}
@@ -140,3 +142,37 @@ async def test_hot_path_calls_no_private_httpx_api(
     api.add("POST", COMPLETE, httpx.Response(200, json=OK))
     await client.completions.create(ADAPTER_ID, query="q")
     assert calls == []
+
+
+async def test_size_cap_and_raw_response_with_a_users_http_client(api: FakeAPI) -> None:
+    api.add("GET", "/api/models", httpx.Response(200, json=MODELS, headers={"x-request-id": "r9"}))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api.handler)) as http:
+        small = AsyncGradient(
+            access_token="t", workspace_id="w", base_url=BASE, http_client=http, max_response_bytes=20
+        )
+        with pytest.raises(APIResponseValidationError, match="max_response_bytes"):
+            await small.models.list()
+        client = AsyncGradient(access_token="t", workspace_id="w", base_url=BASE, http_client=http)
+        raw = await client.with_raw_response(client.models.list)
+        assert raw.request_id == "r9" and raw.parsed[0].id == BASE_ID
+        await client.aclose()
+        assert not http.is_closed  # a user's http_client is never closed by us
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"extra_headers": {"x": 1}}, "extra_headers"),
+        ({"extra_query": {"x": None}}, "extra_query"),
+        ({"extra_body": ["x"]}, "extra_body"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
+async def test_bad_per_call_options_fail_before_the_network(
+    client: AsyncGradient, api: FakeAPI, kwargs: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValidationError, match=match):
+        await client.completions.create(ADAPTER_ID, query="q", **kwargs)
+    assert api.requests == []
