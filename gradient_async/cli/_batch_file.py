@@ -87,12 +87,13 @@ def _load_done(output: Path) -> dict[str, str]:
     done: dict[str, str] = {}
     if not output.exists():
         return done
-    with output.open(encoding="utf-8") as fh:
-        for raw in fh:
+    with output.open("rb") as fh:
+        for data in fh:
             try:
+                raw = data.decode("utf-8")
                 record = json.loads(raw)
             except ValueError:
-                continue  # a line torn by a crash: its item runs again
+                continue  # a line torn by a crash (maybe inside a character): its item runs again
             if isinstance(record, dict) and record.get("id") is not None and record.get("error") is None:
                 done[_key(record["id"])] = raw if raw.endswith("\n") else raw + "\n"
     return done
@@ -100,8 +101,12 @@ def _load_done(output: Path) -> dict[str, str]:
 
 def _prepare(input_path: Path, output: Path, *, resume: bool, overwrite: bool) -> tuple[dict[str, str], IO[str]]:
     """Check INPUT and OUTPUT before anything is sent; returns OUTPUT's successes (on resume) and OUTPUT open."""
+    if input_path.is_dir():
+        raise BatchFileError(f"input {input_path} is a directory (pass a JSONL file of prompts)")
     if not input_path.is_file():
         raise BatchFileError(f"input file not found: {input_path} (pass a JSONL file of prompts)")
+    if output.exists() and output.resolve() == input_path.resolve():
+        raise BatchFileError(f"the output {output} is the input file: write the answers to another file")
     if resume and overwrite:
         raise BatchFileError("--resume and --overwrite exclude each other: continue OUTPUT, or start it over")
     try:
@@ -116,9 +121,13 @@ def _prepare(input_path: Path, output: Path, *, resume: bool, overwrite: bool) -
         if resume:
             done = _load_done(output)
             tmp = output.with_name(output.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as fh:  # keep only the successes, atomically
-                fh.writelines(done.values())
-            os.replace(tmp, output)
+            try:
+                with tmp.open("w", encoding="utf-8") as fh:  # keep only the successes, atomically
+                    fh.writelines(done.values())
+                os.replace(tmp, output)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # OUTPUT itself is untouched
+                raise
         return done, output.open("a" if resume else "w", encoding="utf-8")
     except OSError as exc:
         raise _cannot_write(output, exc) from None
@@ -137,6 +146,13 @@ def _parse_line(number: int, raw: str) -> dict[str, Any]:
             record["id"] = number
         return record
     raise ValueError(f"expected a JSON object or string, got {type(data).__name__}")
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start + 1} of the line)") from None
 
 
 def _check(number: int, record: dict[str, Any], params: dict[str, Any]) -> None:
@@ -170,12 +186,12 @@ class _Input:
 
     def lines(self) -> Iterator[_Line]:
         seen: set[str] = set()
-        with self.path.open(encoding="utf-8") as fh:
-            for number, raw in enumerate(fh, start=1):
-                if not raw.strip():
+        with self.path.open("rb") as fh:
+            for number, data in enumerate(fh, start=1):
+                if not data.strip():
                     continue
                 try:
-                    record = _parse_line(number, raw)
+                    record = _parse_line(number, _decode(data))
                     key = _key(record["id"])
                     if key in seen:
                         raise ValueError(f"duplicate id {record['id']!r}")

@@ -6,7 +6,7 @@ as it completes, flushed at once: `{"id", "line", "output", "finish_reason", "er
 already has rows needs `--resume` (keep its successes, run the rest, so each id ends up exactly once)
 or `--overwrite`. The run stops early after 5 identical hopeless failures in a row (bad token, unknown
 model, nothing listening), or at the first failure with `--fail-fast`, and prints the `--resume`
-command; Ctrl-C does the same (exit 130). Exit code 0 only if every item succeeded.
+command; Ctrl-C or SIGTERM does the same (exit 130 / 143). Exit code 0 only if every item succeeded.
 
 Example::
 
@@ -68,26 +68,35 @@ def resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["gradient-async", *kept, "--resume"])
 
 
+_STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _ctrl_c_cancels(scope: anyio.CancelScope) -> Iterator[list[bool]]:
-    """While inside, Ctrl-C cancels `scope` (once; a second Ctrl-C interrupts as usual)."""
-    pressed: list[bool] = []
+def _signals_cancel(scope: anyio.CancelScope) -> Iterator[list[signal.Signals]]:
+    """While inside, Ctrl-C (SIGINT) or SIGTERM cancels `scope` once and is recorded; a second one
+    acts as usual (interrupts at once)."""
+    caught: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
 
-    def on_sigint() -> None:
-        pressed.append(True)
+    def on_signal(sig: signal.Signals) -> None:
+        caught.append(sig)
         scope.cancel()
-        loop.remove_signal_handler(signal.SIGINT)
+        for one in installed:
+            loop.remove_signal_handler(one)
+        installed.clear()
 
     try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
     except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        yield pressed
-        return
+        pass
     try:
-        yield pressed
+        yield caught
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for one in installed:
+            loop.remove_signal_handler(one)
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -106,7 +115,7 @@ async def _main(args: argparse.Namespace) -> int:
     again = resume_command(getattr(args, "argv", None) or sys.argv[1:])
     try:
         async with AsyncGradient(**client_kwargs) as client:
-            with anyio.CancelScope() as scope, _ctrl_c_cancels(scope) as pressed:
+            with anyio.CancelScope() as scope, _signals_cancel(scope) as caught:
                 await run_file(
                     client,
                     args.input,
@@ -127,12 +136,12 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         if summary.ok or summary.failed:  # a write failed mid-run: what is written stays
             print(summary.line(args.output), file=sys.stderr)
-            print(f"free the space or fix the permissions, then continue with: {again}", file=sys.stderr)
+            print(f"fix that (free space, permissions), then continue with: {again}", file=sys.stderr)
         return 1
-    if pressed:
+    if caught:
         print(f"interrupted; {summary.line(args.output)}", file=sys.stderr)
         print(f"continue with: {again}", file=sys.stderr)
-        return 130
+        return 128 + caught[0].value  # 130 after Ctrl-C, 143 after SIGTERM
     if summary.stopped is not None:
         print(f"error: {summary.stopped}", file=sys.stderr)
     print(summary.line(args.output), file=sys.stderr)

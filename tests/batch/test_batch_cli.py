@@ -323,7 +323,8 @@ def test_cli_end_to_end_against_the_load_server(files: tuple[Path, Path]) -> Non
     assert "tok" not in proc.stderr
 
 
-def test_ctrl_c_flushes_prints_the_summary_and_the_resume_command(files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_flushes_prints_the_summary_and_the_resume_command(files: tuple[Path, Path], sig: int) -> None:
     inp, out = files
     inp.write_text("".join(json.dumps(f"p{i}") + "\n" for i in range(400)), encoding="utf-8")
     with _load_server()(latency_ms=50) as srv:
@@ -336,13 +337,38 @@ def test_ctrl_c_flushes_prints_the_summary_and_the_resume_command(files: tuple[P
                 if out.exists() and out.read_text().count("\n") >= 4:
                     break
                 time.sleep(0.1)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             _, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     rows = _records(out)  # every row whole
     assert 4 <= len(rows) < 400
     assert f"interrupted; batch: {len(rows)} ok, 0 failed" in err
     assert f"continue with: gradient-async batch {inp} -o {out} --model {MODEL} --concurrency 2 --resume" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_hostile_files(
+    files: tuple[Path, Path], make_client: Callable[..., AsyncGradient], server: FakeGradientAPI, anyio_backend: str
+) -> None:
+    inp, out = files
+    inp.write_bytes(b'"ok"\n\xff\xfe not utf-8\n"fine"\n')
+    err = io.StringIO()
+    async with make_client() as client:
+        summary = await run_file(client, inp, out, model_id=MODEL, stderr=err)
+        assert (summary.ok, summary.bad_lines) == (2, 1)
+        with out.open("ab") as fh:
+            fh.write('{"id": 9, "output": "café'.encode()[:-1])  # killed inside a character
+        again = await run_file(client, inp, out, model_id=MODEL, resume=True, stderr=io.StringIO())
+        assert (again.skipped, again.ok) == (2, 0)
+        assert "in.jsonl:2: skipped bad line: not UTF-8 text (byte 1 of the line)" in err.getvalue()
+        before = inp.read_bytes()
+        with pytest.raises(BatchFileError, match="is the input file"):
+            await run_file(client, inp, inp, model_id=MODEL, overwrite=True)
+        assert inp.read_bytes() == before  # never truncated
+        with pytest.raises(BatchFileError, match="is a directory"):
+            await run_file(client, inp.parent, out, model_id=MODEL, overwrite=True)
+    assert server.handled == 2
