@@ -23,6 +23,8 @@ from typing import Any, Literal
 from gradient_async._client import AsyncGradient
 from gradient_async.evaluation import evaluate, write_report
 from gradient_async.evaluation.report import markdown_summary
+from gradient_async.types._base import validate_input
+from gradient_async.types.completions import CompleteBody
 
 __all__ = ["add_arguments", "run"]
 
@@ -64,12 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
-async def _main(args: argparse.Namespace) -> int:
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """--max-tokens / --temperature as completion params, checked before anything is sent."""
     params: dict[str, Any] = {}
     if args.max_tokens is not None:
         params["max_generated_token_count"] = args.max_tokens
     if args.temperature is not None:
         params["temperature"] = args.temperature
+    validate_input(CompleteBody, "--max-tokens / --temperature", {"query": "?", **params})
+    return params
+
+
+async def _main(args: argparse.Namespace) -> int:
+    params = _params(args)
     progress: Literal["tqdm"] | None = "tqdm" if not args.no_progress and sys.stderr.isatty() else None
     client_kwargs: dict[str, Any] = {}
     if args.concurrency is not None:
@@ -140,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             print(f"error: cannot write {flag}: {problem}", file=sys.stderr)
             return 2
+    _params(args)
     try:
         return asyncio.run(_main(args))
     except KeyboardInterrupt:

@@ -51,6 +51,8 @@ from gradient_async.evaluation.results import (
 )
 from gradient_async.evaluation.scorers import Scorer, ScorerArg, resolve_scorers
 from gradient_async.evaluation.stats import bootstrap_ci, mcnemar_exact, pair_counts
+from gradient_async.types._base import validate_input
+from gradient_async.types.completions import CompleteBody
 
 if TYPE_CHECKING:
     from gradient_async._client import AsyncGradient
@@ -359,6 +361,8 @@ async def evaluate(
     model_ids = _check_models(models)
     scorer_list = resolve_scorers(scorers)
     items = load_items(data)
+    if completion_params:  # checked once here, not once per item by the batch engine
+        validate_input(CompleteBody, "completion params", {"query": "?", **completion_params})
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputValidationError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:

@@ -102,6 +102,8 @@ def test_outputs_are_checked_before_anything_is_sent(tmp_path: Path, capsys: pyt
     assert "is a directory" in capsys.readouterr().err
     assert main([*base, "--resume"]) == 2
     assert "--resume needs --rows" in capsys.readouterr().err
+    assert main([*base, "--max-tokens", "0"]) == 1
+    assert "max_generated_token_count" in capsys.readouterr().err
 
 
 def test_outputs_never_overwrite_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
