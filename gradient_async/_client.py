@@ -1,6 +1,11 @@
 """`AsyncGradient`: the client. It owns the connection pool, the concurrency limiter and the
 one retry loop; resources only describe requests.
 
+One call = deadline scope (`RetryPolicy.deadline`, a wall clock over everything) → per attempt:
+concurrency slot (pool timeout) → send (bounded as a whole by the timeout) → status mapping; between
+attempts `RetryPolicy.next_wait` decides. After `aclose()` no attempt starts; a client belongs to the
+event loop it was first used on.
+
 Example::
 
     async with AsyncGradient() as client:          # GRADIENT_ACCESS_TOKEN / GRADIENT_WORKSPACE_ID

@@ -43,6 +43,23 @@ async def _snippet_{n}(
 """
 
 
+PROMISES = '''\
+"""Typing promises beyond the README: checked in the same mypy run."""
+from gradient_async import AsyncGradient, BaseModelHandle, Completion, RequestOptions
+from gradient_async.batch import BatchItem
+
+
+async def promises(client: AsyncGradient, item: BatchItem[Completion]) -> None:
+    done: Completion = await client.request(RequestOptions("GET", "/x"), Completion.model_validate)  # T, not T | None
+    bases: list[BaseModelHandle] = await client.models.list(only_base=True)
+    if item.ok:
+        text: str = item.value.generated_output  # narrowed: value is a Completion
+    else:
+        kind: str = type(item.error).__name__
+    print(done, bases)
+'''
+
+
 def _blocks(text: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
 
@@ -67,6 +84,9 @@ def test_readme_snippets_pass_mypy_strict(tmp_path: Path) -> None:
             files.append(path)
         else:
             fragments.append(SIGNATURE.format(n=i) + textwrap.indent(block, "    "))
+    promises = tmp_path / "typing_promises.py"
+    promises.write_text(PROMISES)
+    files.append(promises)
     if fragments:
         path = tmp_path / "readme_fragments.py"
         path.write_text(PREAMBLE + "".join(fragments))

@@ -279,3 +279,30 @@ async def test_asyncio_close_during_flight_sends_nothing_more(server: tuple[str,
     assert isinstance(transport, AutoTransport)
     with pytest.raises(httpx.ConnectError):  # the transport is never re-created
         await transport.handle_async_request(httpx.Request("GET", url + "/models"))
+
+
+def test_trio_close_during_flight_sends_nothing_more(server: tuple[str, ServerState]) -> None:
+    from gradient_async import ClientClosedError
+
+    url, state = server
+    outcome: list[BaseException] = []
+
+    async def main() -> None:
+        client = _client(url)
+
+        async def call() -> None:
+            try:
+                await client.request(_get("/slow"), None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.to_thread.run_sync(state.slow_started.wait, 5.0)
+            await client.aclose()
+        with pytest.raises(ClientClosedError):
+            await client.models.list()
+
+    trio.run(main)
+    assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError)
+    assert [r[1] for r in state.requests] == ["/api/slow"]
