@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -202,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.prompts is not None and args.prompts < 0) or (args.concurrency is not None and args.concurrency < 1):
         print("error: --prompts must be >= 0 and --concurrency >= 1", file=sys.stderr)
         return 2
+    if args.no_progress:  # no bar at all: libraries draw their own (transformers converts the GGUF behind one)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         import fastapi  # noqa: F401
     except ImportError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,22 @@ def test_demo_runs_the_seed_story(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "trainable tokens=22" in out
     assert "batch: 20/20 ok" in out
     assert "demo-token" not in out
+
+
+def test_demo_no_progress_draws_no_bar_at_all(tmp_path: Path) -> None:
+    """Libraries draw bars of their own (transformers converts the GGUF behind one): none may show."""
+    code = (
+        "import io, sys\n"
+        "from gradient_async.cli import main\n"
+        f"rc = main(['demo', '--engine', 'test', '--prompts', '3', '--data-dir', {str(tmp_path)!r}, '--no-progress'])\n"
+        "from tqdm.auto import tqdm\n"
+        "buf = io.StringIO()\n"
+        "bar = tqdm(range(3), file=buf, desc='a library bar')\n"
+        "list(bar); bar.close()\n"
+        "print('RC', rc, 'BAR', repr(buf.getvalue()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "RC 0 BAR ''" in out.stdout, out.stdout + out.stderr
+    assert "it/s" not in out.stderr and "\r" not in out.stderr
