@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from gradient_async.server.faults import FaultSettings
+from gradient_async.server.limits import DEFAULT_LIMITS, ServerLimits
 from gradient_async.server.settings import (
     ServerSettings,
     default_data_dir,
@@ -22,9 +23,24 @@ from gradient_async.server.settings import (
     resolve_engine,
 )
 
-__all__ = ["add_arguments", "build_settings", "run"]
+__all__ = ["add_arguments", "build_limits", "build_settings", "run"]
 
 DEFAULT_WORKSPACE = "local-workspace"
+
+# One flag per ServerLimits field: --max-body-bytes, --max-queue, --requests-per-minute, ...
+_LIMIT_HELP = {
+    "max_body_bytes": "request body bytes (413)",
+    "max_header_bytes": "request header bytes, all headers together (431)",
+    "max_workspace_chars": "length of the x-gradient-workspace-id header (400)",
+    "max_adapter_name_chars": "adapter name length (400)",
+    "max_query_tokens": "tokens in a completion's query (422)",
+    "context_tokens": "prompt + generated tokens, for engines that declare no context window (422)",
+    "max_fine_tune_samples": "samples in one fine-tune request (413)",
+    "max_fine_tune_tokens": "tokens in one fine-tune request (422)",
+    "max_queue": "engine calls running or waiting at once; more get 429 + Retry-After",
+    "requests_per_minute": "requests per minute per access token (429 + Retry-After); default: no limit",
+    "tokens_per_minute": "tokens per minute per access token (429 + Retry-After); default: no limit",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-rps", type=float, default=None, help="answer 429 + Retry-After above this rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection RNG")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    limits = parser.add_argument_group("limits (checked before any work; see the README)")
+    for name, help_text in _LIMIT_HELP.items():
+        default = getattr(DEFAULT_LIMITS, name)
+        kind = float if name.endswith("_per_minute") else int
+        shown = "" if default is None else f" (default {default})"
+        limits.add_argument(
+            f"--{name.replace('_', '-')}", dest=f"limit_{name}", type=kind, default=default, help=help_text + shown
+        )
+
+
+def build_limits(args: argparse.Namespace) -> ServerLimits:
+    """The `ServerLimits` the limit flags describe (ValueError names a bad value)."""
+    return ServerLimits(**{name: getattr(args, f"limit_{name}", getattr(DEFAULT_LIMITS, name)) for name in _LIMIT_HELP})
 
 
 def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None]:
@@ -67,6 +96,7 @@ def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None
         credentials=credentials,
         engine=resolve_engine(args.engine),
         faults=faults,
+        limits=build_limits(args),
     )
     return settings, generated
 
@@ -96,5 +126,7 @@ def run(args: argparse.Namespace) -> int:
         for workspace in sorted(workspaces):
             print(f"  GRADIENT_API_URL={url} GRADIENT_ACCESS_TOKEN={shown} GRADIENT_WORKSPACE_ID={workspace}")
     sys.stdout.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # h11 refuses headers past this size itself (400); below it our 431 with a message applies.
+    h11_limit = max(64 * 1024, 4 * settings.limits.max_header_bytes)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, h11_max_incomplete_event_size=h11_limit)
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from gradient_async.server.faults import FaultSettings
+from gradient_async.server.limits import ServerLimits
 
 __all__ = [
     "EngineName",
@@ -118,6 +119,7 @@ class ServerSettings:
         credentials: token -> workspaces it may use.
         engine: "test" (deterministic, no ML deps) or "local" (the real small model).
         faults: the fault knobs (mutable at run time).
+        limits: size, work and rate limits (see `ServerLimits`; replace the object to change them).
         batch_max_size / batch_wait_ms: dynamic batching of completions.
 
     Example::
@@ -129,6 +131,7 @@ class ServerSettings:
     credentials: dict[str, set[str]] = field(default_factory=dict)
     engine: EngineName = "test"
     faults: FaultSettings = field(default_factory=FaultSettings)
+    limits: ServerLimits = field(default_factory=ServerLimits)
     batch_max_size: int = 32
     batch_wait_ms: float = 2.0
 
