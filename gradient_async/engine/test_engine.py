@@ -342,10 +342,7 @@ def write_durably(path: Path, text: str) -> None:
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_file(tmp, text)
         crash_point("test_engine.before_rename")
         os.replace(tmp, path)
         crash_point("test_engine.after_rename")
@@ -362,6 +359,14 @@ def write_durably(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write and flush `text` to disk (the one place bytes reach the disk; tests make it fail)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

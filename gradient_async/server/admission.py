@@ -5,8 +5,9 @@
   estimated from recent service times.
 - **Rates.** With `requests_per_minute` / `tokens_per_minute`, each access token has two buckets
   refilled continuously at that rate and holding at most one minute's worth. A request is admitted
-  while both balances are positive and then charged its cost (a large request may take the token
-  balance below zero; the next one waits until it is paid back). Otherwise 429 with `Retry-After`.
+  when both buckets hold its cost (1 request; its tokens) and is then charged. A request larger than
+  a whole minute's tokens needs a full bucket and leaves it in debt, so the next one waits until the
+  debt is paid back. Otherwise 429 with `Retry-After` (the seconds until the request would fit).
 - **Shutdown.** Once `close()` is called every new request is refused with 503 + `Retry-After`.
 
 The clock is injectable, so the rates are tested without sleeping.
@@ -48,11 +49,12 @@ class _Bucket:
         self.balance = min(self.capacity, self.balance + (now - self.stamp) * rate)
         self.stamp = now
 
-    def wait_s(self) -> float:
-        """Seconds until the balance is positive again (0 when it is)."""
-        if self.balance > 0:
+    def wait_s(self, cost: float) -> float:
+        """Seconds until `cost` may be charged (0: now). A cost above the capacity needs a full bucket."""
+        need = min(cost, self.capacity)
+        if self.balance >= need:
             return 0.0
-        return (1e-9 - self.balance) / self.rate_per_s
+        return (need - self.balance) / self.rate_per_s
 
 
 class Admission:
@@ -102,8 +104,8 @@ class Admission:
         if limits.tokens_per_minute is not None and cost_tokens > 0:
             b = self._bucket(self._tokens, key, limits.tokens_per_minute, now)
             buckets.append((b, float(cost_tokens), f"tokens_per_minute {limits.tokens_per_minute:g}"))
-        for bucket, _, name in buckets:
-            wait = bucket.wait_s()
+        for bucket, cost, name in buckets:
+            wait = bucket.wait_s(cost)
             if wait > 0:
                 raise ApiError(
                     429,

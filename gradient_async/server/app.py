@@ -97,6 +97,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
             engine=settings.engine,
             queued=admission.in_flight,
             max_queue=limits.max_queue,
+            requests=state.requests_in_flight,
             shutting_down=admission.closing,
         )
         if out.ready:

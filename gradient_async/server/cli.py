@@ -1,8 +1,13 @@
 """`gradient-async serve`: run the Gradient-compatible server with uvicorn (loopback by default).
 
+Safe defaults: the access token comes from `GRADIENT_SERVER_TOKEN`, `--token-file` or `--config`
+(`--token` works too, but shows in `ps`); with none, a token is generated and printed, on loopback
+only: binding beyond loopback (`--host 0.0.0.0`) without an explicit token refuses to start and says
+why. A server that cannot start prints one line and exits with status 2.
+
 Example::
 
-    gradient-async serve --port 8000 --token my-token --workspace my-workspace
+    GRADIENT_SERVER_TOKEN=my-token gradient-async serve --port 8000 --workspace my-workspace
     GRADIENT_API_URL=http://127.0.0.1:8000/api GRADIENT_ACCESS_TOKEN=my-token \\
         GRADIENT_WORKSPACE_ID=my-workspace gradient-async models --only-base
 """
@@ -10,6 +15,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -23,9 +31,11 @@ from gradient_async.server.settings import (
     resolve_engine,
 )
 
-__all__ = ["add_arguments", "build_limits", "build_settings", "run"]
+__all__ = ["TOKEN_ENV", "add_arguments", "build_limits", "build_settings", "explicit_token", "is_loopback", "run"]
 
 DEFAULT_WORKSPACE = "local-workspace"
+TOKEN_ENV = "GRADIENT_SERVER_TOKEN"
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 # One flag per ServerLimits field: --max-body-bytes, --max-queue, --requests-per-minute, ...
 _LIMIT_HELP = {
@@ -55,7 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="where models and adapters are kept")
     parser.add_argument("--config", type=Path, default=None, help='JSON file: {"credentials": [{token, workspaces}]}')
-    parser.add_argument("--token", default=None, help="access token to accept (default: generated and printed)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"access token to accept (visible in ps: prefer {TOKEN_ENV} or --token-file; "
+        "default: generated and printed, loopback only)",
+    )
+    parser.add_argument("--token-file", type=Path, default=None, help="read the access token from this file")
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        help="seconds in-flight requests get to finish after SIGTERM/SIGINT (default 30); "
+        "a second signal exits at once",
+    )
     parser.add_argument("--workspace", default=None, help=f"workspace for --token (default {DEFAULT_WORKSPACE})")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="add this latency to every API answer")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="answer this fraction of requests with 503")
@@ -77,12 +100,44 @@ def build_limits(args: argparse.Namespace) -> ServerLimits:
     return ServerLimits(**{name: getattr(args, f"limit_{name}", getattr(DEFAULT_LIMITS, name)) for name in _LIMIT_HELP})
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def explicit_token(args: argparse.Namespace) -> str | None:
+    """The token from --token, --token-file or GRADIENT_SERVER_TOKEN (in that order), if any."""
+    if args.token:
+        return str(args.token)
+    if getattr(args, "token_file", None):
+        path = Path(args.token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
+        if not token or any(c.isspace() for c in token):
+            raise ValueError(f"--token-file {path} must hold one token (no spaces)")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
 def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None]:
     """Settings from the parsed options, plus the generated token (None when the user gave one)."""
     credentials: dict[str, set[str]] = load_credentials(args.config) if args.config else {}
     generated: str | None = None
-    if args.token or not credentials:
-        token = args.token
+    given = explicit_token(args)
+    if given is None and not credentials and not is_loopback(args.host):
+        raise ValueError(
+            f"--host {args.host} is reachable from other machines, so the server needs an access token you chose: "
+            f"set {TOKEN_ENV}, or use --token-file or --config (a generated token is only for loopback servers)"
+        )
+    if given or not credentials:
+        token = given
         if not token:
             token = generated = generate_token()
         credentials.setdefault(token, set()).add(args.workspace or DEFAULT_WORKSPACE)
@@ -104,9 +159,8 @@ def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None
 def run(args: argparse.Namespace) -> int:
     """Start the server and block until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
     try:
-        import uvicorn
-
         from gradient_async.server.app import create_app
+        from gradient_async.server.serving import serve
     except ImportError as exc:
         print(
             f"error: the server needs the [server] extra: pip install 'gradient-async[server]' ({exc})", file=sys.stderr
@@ -114,9 +168,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         settings, generated = build_settings(args)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         app = create_app(settings)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: cannot start: --data-dir {settings.data_dir}: {_describe_storage_error(exc)}", file=sys.stderr)
         return 2
     url = f"http://{args.host}:{args.port}/api"
     print(f"Gradient-compatible server: {url}  (engine: {settings.engine}, data: {settings.data_dir})")
@@ -126,7 +187,30 @@ def run(args: argparse.Namespace) -> int:
         for workspace in sorted(workspaces):
             print(f"  GRADIENT_API_URL={url} GRADIENT_ACCESS_TOKEN={shown} GRADIENT_WORKSPACE_ID={workspace}")
     sys.stdout.flush()
+    if args.token and not generated:
+        print(f"note: --token shows in ps; prefer {TOKEN_ENV} or --token-file", file=sys.stderr)
     # h11 refuses headers past this size itself (400); below it our 431 with a message applies.
     h11_limit = max(64 * 1024, 4 * settings.limits.max_header_bytes)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, h11_max_incomplete_event_size=h11_limit)
+    serve(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        shutdown_timeout=args.shutdown_timeout,
+        h11_max_incomplete_event_size=h11_limit,
+    )
     return 0
+
+
+def _describe_storage_error(exc: BaseException) -> str:
+    """One line for a storage error at start-up (no traceback)."""
+    from gradient_async.server.errors import disk_full
+
+    text = str(exc).strip() or type(exc).__name__
+    if disk_full(exc):
+        return f"no space left ({text}); free some space and start again"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"the catalogue gradient.sqlite3 cannot be opened ({text})"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or text} ({exc.filename or 'data dir'})"
+    return text

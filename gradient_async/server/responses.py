@@ -121,4 +121,5 @@ class ReadyOut(_Out):
     engine: str
     queued: int
     max_queue: int
+    requests: int
     shutting_down: bool

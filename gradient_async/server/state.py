@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from gradient_async._crashpoints import crash_point
 from gradient_async.engine.base import AdapterSpec, Engine
 from gradient_async.engine.batching import DynamicBatcher
 from gradient_async.server.admission import Admission
@@ -83,6 +84,7 @@ class ServerState:
         self.injector = FaultInjector(settings.faults)
         self.admission = Admission(lambda: self.settings.limits)
         self.calls: list[CallRecord] = []
+        self.requests_in_flight = 0  # HTTP requests being answered (the call-log middleware counts them)
         self._locks: dict[str, anyio.Lock] = {}
         self.closed = False
 
@@ -114,6 +116,7 @@ class ServerState:
         """Create the engine's adapter, then its catalogue row; if the row cannot be written the engine's
         adapter is removed again, so a failed create leaves nothing behind."""
         await self.engine.create_adapter(spec)
+        crash_point("server.create_adapter.after_engine")
         try:
             await self.store.add_adapter(record)
         except BaseException:
