@@ -48,6 +48,7 @@ _LIMIT_HELP = {
     "max_fine_tune_samples": "samples in one fine-tune request (413)",
     "max_fine_tune_tokens": "tokens in one fine-tune request (422)",
     "max_queue": "engine calls running or waiting at once; more get 429 + Retry-After",
+    "body_timeout_s": "seconds a client may take to send its request body (408)",
     "requests_per_minute": "requests per minute per access token (429 + Retry-After); default: no limit",
     "tokens_per_minute": "tokens per minute per access token (429 + Retry-After); default: no limit",
 }
@@ -88,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group("limits (checked before any work; see the README)")
     for name, help_text in _LIMIT_HELP.items():
         default = getattr(DEFAULT_LIMITS, name)
-        kind = float if name.endswith("_per_minute") else int
+        kind = float if name.endswith(("_per_minute", "_s")) else int
         shown = "" if default is None else f" (default {default})"
         limits.add_argument(
             f"--{name.replace('_', '-')}", dest=f"limit_{name}", type=kind, default=default, help=help_text + shown

@@ -4,6 +4,7 @@
 - A body over `max_body_bytes`: 413, at once when `Content-Length` says so (the body is never read),
   else the moment the bytes counted as `receive()` yields them pass the limit (chunked bodies). The
   app then sees a disconnect, so nothing downstream ever holds more than the limit plus one chunk.
+- A body still incomplete `body_timeout_s` after the request started: 408 (slow-body attacks).
 - A malformed `Content-Length`: 400.
 
 Errors use the contract's body `{"message", "type"?, "payload": {"limit", "maximum", "actual"?}}`
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gradient_async.server.errors import error_response
@@ -105,6 +107,8 @@ class EdgeLimits:
         seen = 0
         started = False
         refused = False
+        body_done = False
+        deadline = anyio.current_time() + limits.body_timeout_s
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
@@ -113,10 +117,27 @@ class EdgeLimits:
             await send(message)
 
         async def counting_receive() -> Message:
-            nonlocal seen, refused
+            nonlocal seen, refused, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()  # after the body: disconnect listeners wait as long as they like
+            message: Message | None = None
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+            if message is None:
+                refused = True
+                if not started:
+                    late = LimitError(
+                        408,
+                        f"the request body did not arrive within {limits.body_timeout_s:g} s (body_timeout_s)",
+                        limit="body_timeout_s",
+                        maximum=limits.body_timeout_s,
+                    )
+                    await _refuse(late, scope, receive, tracked_send)
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limits.max_body_bytes:

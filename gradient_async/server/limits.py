@@ -46,6 +46,7 @@ class ServerLimits:
         max_fine_tune_samples: samples in one fine-tune request (413).
         max_fine_tune_tokens: tokens in one fine-tune request, all samples together (422).
         max_queue: engine calls admitted at once (running or waiting); past it 429 + Retry-After.
+        body_timeout_s: seconds a client may take to send its body (408 after that; slow-body attacks).
         requests_per_minute: per access token; past it 429 + Retry-After. None: no limit.
         tokens_per_minute: prompt + generation + training tokens per access token. None: no limit.
 
@@ -63,13 +64,17 @@ class ServerLimits:
     max_fine_tune_samples: int = 1000
     max_fine_tune_tokens: int = 100_000
     max_queue: int = 64
+    body_timeout_s: float = 60.0
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("requests_per_minute", "tokens_per_minute"):
+            if f.name == "body_timeout_s":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                    raise ValueError(f"body_timeout_s must be a number > 0, got {value!r}")
+            elif f.name in ("requests_per_minute", "tokens_per_minute"):
                 ok = value is None or (
                     isinstance(value, (int, float))
                     and not isinstance(value, bool)

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+import anyio
 import httpx
 import pydantic
 import pytest
@@ -128,6 +129,27 @@ async def test_edge_limits_alone_never_hold_more_than_the_limit() -> None:
     assert status == 413 and held == [60]  # the app never saw the chunk that crossed the limit
     ok = _Asgi([b"a" * 50, b"a" * 50], [])
     assert (await ok.run(edge, "/api/x"))[0] == 200
+
+
+async def test_a_body_that_never_finishes_is_408() -> None:
+    reached = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            reached.append(1)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    class Slow(_Asgi):
+        async def receive(self) -> dict[str, Any]:
+            if self.reads == 0:
+                self.reads += 1
+                return {"type": "http.request", "body": b"{", "more_body": True}
+            await anyio.sleep_forever()
+            raise AssertionError
+
+    edge = EdgeLimits(app, limits=lambda: ServerLimits(body_timeout_s=0.01))
+    status, body = await Slow([], []).run(edge, "/api/x")
+    assert status == 408 and body["payload"]["limit"] == "body_timeout_s" and reached == [1]
 
 
 async def test_header_bytes_431_and_long_workspace_400(gradient_server: GradientServer) -> None:
