@@ -34,7 +34,7 @@ class CallLogAndFaults:
         workspace: str | None = None
         for name, value in scope.get("headers", []):
             if name == b"x-gradient-workspace-id":
-                workspace = value.decode("latin-1")
+                workspace = value[:256].decode("latin-1")  # bounded: the edge refuses longer ones anyway
 
         async def record_send(message: Message) -> None:
             nonlocal status
