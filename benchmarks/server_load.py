@@ -335,6 +335,7 @@ async def run(engine: str, duration: float, clients: int, seed: int) -> dict[str
         "health_probes": len(health),
         "server_peak_rss_mb": round(server.peak_rss / 2**20, 1),
         "server_exit_code_after_sigterm": exit_code,
+        "loadavg_1min_after": os.getloadavg()[0],
         "routes": routes,
     }
 
@@ -371,7 +372,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-save", action="store_true", help="print only; keep the saved JSON")
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}
+    results: dict[str, Any] = {"machine": machine}
     if args.engine in ("test", "both"):
         results["test"] = asyncio.run(run("test", args.duration, args.clients, args.seed))
         _print(results["test"])
