@@ -211,13 +211,13 @@ class LocalEngine:
             await anyio.to_thread.run_sync(create)
 
     async def delete_adapter(self, adapter_id: str) -> None:
-        def forget() -> None:
+        def delete() -> None:
             self._resident.pop(adapter_id, None)
             self._router.forget()
+            self._store.delete(adapter_id)
 
         async with self.scheduler.claim(adapter_id):
-            await self._run("infer", None, forget, needs_model=False)
-            await anyio.to_thread.run_sync(self._store.delete, adapter_id)
+            await self._run("infer", None, delete, needs_model=False)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = list(requests)
@@ -248,18 +248,9 @@ class LocalEngine:
                 raise EngineError(
                     "the loss became NaN or infinite; the adapter keeps its previous weights", type="nanLoss"
                 )
-            weights = run.weights.frozen_copy()
+            steps = (start.steps if start is not None else 0) + run.step
             with anyio.CancelScope(shield=True):  # once on disk, memory must follow
-                await anyio.to_thread.run_sync(
-                    lambda: self._store.commit(
-                        record,
-                        weights,
-                        run.optimizer_state(),
-                        base_model=self._spec.slug,
-                        steps=(start.steps if start is not None else 0) + run.step,
-                    )
-                )
-                await self._run("train", key, lambda: self._install(key, weights), needs_model=False)
+                await self._run("train", key, lambda: self._commit(record, run, steps), needs_model=False)
         return FineTuneOutcome(trainable_tokens=run.trainable_tokens, sum_loss=run.sum_loss)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -388,8 +379,11 @@ class LocalEngine:
                 del self._resident[other]
         return weights
 
-    def _install(self, adapter_id: str, weights: LoraWeights) -> None:
-        """The committed version becomes the served one."""
+    def _commit(self, record: AdapterRecord, run: TrainingRun, steps: int) -> None:
+        """Write and switch to the new version, then serve it (in the slot: no load races the switch)."""
+        weights = run.weights.frozen_copy()
+        self._store.commit(record, weights, run.optimizer_state(), base_model=self._spec.slug, steps=steps)
+        adapter_id = record.adapter_id
         self._resident[adapter_id] = weights
         self._resident.move_to_end(adapter_id)
         self._router.forget()

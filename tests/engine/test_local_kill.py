@@ -56,7 +56,7 @@ def serve(data_dir: Path, crash_at: str | None) -> Iterator[tuple[subprocess.Pop
     exe = Path(sys.executable).with_name("gradient-async")
     cmd = [str(exe), "serve", "--engine", "local", "--data-dir", str(data_dir), "--port", str(port)]
     proc = subprocess.Popen(
-        [*cmd, "--token", TOKEN, "--log-level", "warning"],
+        [*cmd, "--token", TOKEN, "--workspace", "kill-ws", "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -83,7 +83,7 @@ async def _client(url: str) -> AsyncGradient:
             except httpx.TransportError:
                 pass
             await anyio.sleep(0.2)
-    return AsyncGradient(access_token=TOKEN, workspace_id="default", base_url=url, timeout=600, max_retries=0)
+    return AsyncGradient(access_token=TOKEN, workspace_id="kill-ws", base_url=url, timeout=600, max_retries=0)
 
 
 def _served(adapter_dir: Path) -> tuple[str, bytes]:
