@@ -11,9 +11,10 @@ micro-batch; a fine-tune is many units. When the slot frees up, the next unit is
 So a completion waits for at most one training micro-batch per fine-tune in
 progress, and a stream of completions cannot starve training (they alternate).
 `claim(key)` serializes whole jobs on one adapter (two fine-tunes, or a fine-tune
-and a delete, never interleave). `history` records ("queued"|"granted", kind, key)
-events for tests and metrics; `on_event` (if set) sees each one as it happens, on
-the event loop's thread.
+and a delete, never interleave); `training()` admits at most `max_training` fine-tunes
+at once (each holds a copy of its adapter, gradients and Adam state), FIFO.
+`history` records ("queued"|"granted", kind, key) events for tests and metrics;
+`on_event` (if set) sees each one as it happens, on the event loop's thread.
 
 Wake-ups use events of the caller's event loop: use one engine from one event
 loop at a time (tests may run several loops one after the other).
@@ -56,7 +57,12 @@ class _Waiter:
 class FairScheduler:
     """Grants one compute slot at a time (see the module docstring for the order)."""
 
-    def __init__(self, *, history: int = 10_000) -> None:
+    def __init__(self, *, max_training: int = 4, history: int = 10_000) -> None:
+        if max_training < 1:
+            raise ValueError("max_training must be >= 1")
+        self.max_training = max_training
+        self._training = 0
+        self._training_waiters: list[anyio.Event] = []
         self._lock = threading.Lock()
         self._busy = False
         self._waiting: list[_Waiter] = []
@@ -97,6 +103,33 @@ class FairScheduler:
             if waiters:
                 waiters[0].set()
                 self._claim_waiters[key] = waiters[1:]
+
+    @asynccontextmanager
+    async def training(self) -> AsyncIterator[None]:
+        """One of the `max_training` places for a fine-tune in progress (FIFO)."""
+        if self._training >= self.max_training or self._training_waiters:
+            event = anyio.Event()
+            self._training_waiters.append(event)
+            try:
+                await event.wait()  # the leaver handed its place to us
+            except BaseException:
+                if event in self._training_waiters:
+                    self._training_waiters.remove(event)
+                else:
+                    self._leave_training()  # handed over just as we were cancelled: pass it on
+                raise
+        else:
+            self._training += 1
+        try:
+            yield
+        finally:
+            self._leave_training()
+
+    def _leave_training(self) -> None:
+        if self._training_waiters:
+            self._training_waiters.pop(0).set()  # the place passes on; the count stays
+        else:
+            self._training -= 1
 
     # ---------------------------------------------------------------- the slot
     async def _acquire(self, kind: Kind, key: str | None) -> None:

@@ -286,7 +286,7 @@ def _guard_disk(fn: Callable[[], None]) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise EngineError(
                 "no space left in the data directory; the adapter was not changed",
-                type="insufficientStorage",
+                type="failed",
                 status_code=507,
             ) from exc
         raise

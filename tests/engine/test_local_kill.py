@@ -1,9 +1,12 @@
-"""kill -9 of a real `gradient-async serve --engine local` at each step of a fine-tune, then restart.
+"""kill -9 of a real `gradient-async serve --engine local` during fine-tunes, then restart.
 
 One child server per crash point, each started on the data directory the last one died on:
 it must list the adapter, serve exactly one whole version (the previous one when the kill came
 before the switch, the new one after it) and answer like it; the fine-tunes that return build
-on it. The child dies by SIGKILL from a named crash point (GRADIENT_ASYNC_CRASH_AT).
+on it. The child dies by SIGKILL from a named crash point (GRADIENT_ASYNC_CRASH_AT). The three
+windows here are mid-training, between the new version's rename and the switch (where the old
+layout lost weights) and right after the switch; every commit step is also killed, without a
+model, in test_lora_store_recovery.py.
 """
 
 from __future__ import annotations
@@ -33,11 +36,8 @@ TOKEN = "kill-test-token"
 SAMPLE = [{"inputs": SEED_PROMPT + SEED_ANSWER}]
 # (crash point, version served after the restart, relative to the one served before the kill)
 POINTS = [
-    ("train.step@2", 0),  # mid-training (the second optimizer step of the call)
-    ("lora.version_written", 0),  # new version complete in v*.tmp, not renamed
     ("lora.version_renamed", 0),  # renamed to v<N+1>, CURRENT still names v<N>
-    ("lora.current_switched", 1),  # CURRENT switched, old version and memory not updated
-    ("lora.pruned", 1),  # old version removed; the server never answered
+    ("lora.current_switched", 1),  # CURRENT switched; old version, memory and answer not yet
 ]
 
 
@@ -106,23 +106,28 @@ async def test_kill_at_each_step_of_a_fine_tune_then_restart(
     (tmp_path / "engine" / "base").mkdir(parents=True)
     (tmp_path / "engine" / "base" / slug).symlink_to(engine_dir / "base" / slug)
 
-    with serve(tmp_path, None) as (proc, url):
+    # The first server commits v1, then dies in the second optimizer step of the next fine-tune.
+    with serve(tmp_path, "train.step@6") as (proc, url):  # 4 steps per call: step 2 of call 2
         async with await _client(url) as client:
             base = (await client.models.list(only_base=True))[-1]
             adapter = await base.create_adapter(name="survivor")
             await adapter.fine_tune(samples=SAMPLE)
+            [adapter_dir] = [p for p in (tmp_path / "engine" / "adapters").iterdir() if p.is_dir()]
+            version, weights = _served(adapter_dir)
             answer = await _answer(adapter)
-        proc.kill()
-    [adapter_dir] = [p for p in (tmp_path / "engine" / "adapters").iterdir() if p.is_dir()]
-    version, weights = _served(adapter_dir)
+            with pytest.raises(GradientError):
+                await adapter.fine_tune(samples=SAMPLE)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert _served(adapter_dir) == (version, weights)
 
+    moved = False
     for point, moves in POINTS:
         with serve(tmp_path, point) as (proc, url):
             async with await _client(url) as client:
                 listed = {m.id: m for m in await client.models.list()}
                 assert adapter.id in listed  # the catalogue kept the adapter
                 restored = listed[adapter.id]
-                if moves:  # the version the dead server switched to: its answer is learned now
+                if moved:  # the version the last server switched to before dying: learn its answer
                     answer = await _answer(restored)
                 assert await _answer(restored) == answer, point
                 with pytest.raises(GradientError):  # the server dies in the middle of this call
@@ -132,12 +137,13 @@ async def test_kill_at_each_step_of_a_fine_tune_then_restart(
         number = int(version[1:]) + moves
         assert after == f"v{number:06d}", point
         assert (after_weights == weights) == (moves == 0), point
-        version, weights = after, after_weights
+        version, weights, moved = after, after_weights, bool(moves)
 
     with serve(tmp_path, None) as (proc, url):
         async with await _client(url) as client:
             restored = {m.id: m for m in await client.models.list()}[adapter.id]
-            assert await _answer(restored) == answer
+            if not moved:
+                assert await _answer(restored) == answer
             tuned = await restored.fine_tune(samples=SAMPLE)  # training continues from what was served
             assert tuned.number_of_trainable_tokens == 28
             assert "Dallas Cowboys" in await _answer(restored)

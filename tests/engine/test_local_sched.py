@@ -127,3 +127,20 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
         gate.set()
     await sched.run("infer", None, lambda: ran.append("after"))
     assert ran == ["hold", "after"]
+
+
+async def test_at_most_max_training_fine_tunes_at_once() -> None:
+    sched = FairScheduler(max_training=2)
+    order: list[str] = []
+
+    async def train(key: str) -> None:
+        async with sched.claim(key), sched.training():
+            for i in range(2):
+                await sched.run("train", key, lambda i=i: order.append(f"{key}{i}"))
+
+    async with anyio.create_task_group() as tg:
+        for key in "ABC":
+            tg.start_soon(train, key)
+    assert order == ["A0", "B0", "A1", "B1", "C0", "C1"]  # C waits for a place, then runs
+    with pytest.raises(ValueError, match="max_training"):
+        FairScheduler(max_training=0)
