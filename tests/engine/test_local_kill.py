@@ -118,34 +118,28 @@ async def test_kill_at_each_step_of_a_fine_tune_then_restart(
             with pytest.raises(GradientError):
                 await adapter.fine_tune(samples=SAMPLE)
         assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert _served(adapter_dir) == (version, weights)
-
-    moved = False
-    for point, moves in POINTS:
+    moves = 0
+    for point, next_moves in [*POINTS, (None, 0)]:
         with serve(tmp_path, point) as (proc, url):
-            async with await _client(url) as client:
+            async with await _client(url) as client:  # the server is up: its engine recovered the store
+                after, after_weights = _served(adapter_dir)
+                assert after == f"v{int(version[1:]) + moves:06d}", point
+                assert (after_weights == weights) == (moves == 0), point
+                version, weights = after, after_weights
                 listed = {m.id: m for m in await client.models.list()}
                 assert adapter.id in listed  # the catalogue kept the adapter
                 restored = listed[adapter.id]
-                if moved:  # the version the last server switched to before dying: learn its answer
+                if moves:  # the version the last server switched to before dying: learn its answer
                     answer = await _answer(restored)
                 assert await _answer(restored) == answer, point
+                if point is None:  # the last server lives: training continues from what was served
+                    tuned = await restored.fine_tune(samples=SAMPLE)
+                    assert tuned.number_of_trainable_tokens == 28
+                    assert "Dallas Cowboys" in await _answer(restored)
+                    assert _served(adapter_dir)[0] == f"v{int(version[1:]) + 1:06d}"
+                    break
                 with pytest.raises(GradientError):  # the server dies in the middle of this call
                     await restored.fine_tune(samples=SAMPLE)
             assert proc.wait(timeout=60) == -signal.SIGKILL, point
-        after, after_weights = _served(adapter_dir)
-        number = int(version[1:]) + moves
-        assert after == f"v{number:06d}", point
-        assert (after_weights == weights) == (moves == 0), point
-        version, weights, moved = after, after_weights, bool(moves)
-
-    with serve(tmp_path, None) as (proc, url):
-        async with await _client(url) as client:
-            restored = {m.id: m for m in await client.models.list()}[adapter.id]
-            if not moved:
-                assert await _answer(restored) == answer
-            tuned = await restored.fine_tune(samples=SAMPLE)  # training continues from what was served
-            assert tuned.number_of_trainable_tokens == 28
-            assert "Dallas Cowboys" in await _answer(restored)
-    assert _served(adapter_dir)[0] == f"v{int(version[1:]) + 1:06d}"
+        moves = next_moves
     shutil.rmtree(tmp_path / "engine" / "adapters")
