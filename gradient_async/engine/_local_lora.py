@@ -134,7 +134,7 @@ class LoraRouter:
         self._mix: list[LoraWeights] = []
         self._mask: torch.Tensor | None = None  # [batch, R]
         self._cat: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._cat_key: tuple[int, ...] = ()
+        self._cat_owners: tuple[LoraWeights, ...] = ()  # held, so their ids cannot be reused
         self._owner: int | None = None
 
     @contextmanager
@@ -156,9 +156,11 @@ class LoraRouter:
                 if w is not None and all(w is not d for d in distinct):
                     distinct.append(w)
             if distinct:
-                key = tuple(id(w) for w in distinct)
-                if key != self._cat_key:  # the same mix again (common under load) reuses the stack
-                    self._cat, self._cat_key = {}, key
+                same = len(distinct) == len(self._cat_owners) and all(
+                    a is b for a, b in zip(distinct, self._cat_owners, strict=True)
+                )
+                if not same:  # the same mix again (common under load) reuses the stack
+                    self._cat, self._cat_owners = {}, tuple(distinct)
                 self._mix = distinct
                 offsets = [0]
                 for w in distinct:
@@ -176,7 +178,7 @@ class LoraRouter:
 
     def forget(self) -> None:
         """Drop the cached stack (its adapters may have been replaced or deleted)."""
-        self._cat, self._cat_key = {}, ()
+        self._cat, self._cat_owners = {}, ()
 
     @contextmanager
     def _claim(self) -> Iterator[None]:
