@@ -26,9 +26,10 @@ import anyio
 import pytest
 
 from gradient_async import AsyncGradient, GradientError
-from gradient_async._crashpoints import CRASH_ENV
 
 from .conftest import SEED_ANSWER, SEED_PROMPT
+
+CRASH_ENV = "GRADIENT_ASYNC_CRASH_AT"
 
 pytestmark = [pytest.mark.local_model, pytest.mark.asyncio]
 

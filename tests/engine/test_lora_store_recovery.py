@@ -20,7 +20,7 @@ for _module in ("torch", "safetensors"):
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from gradient_async._crashpoints import CRASH_ENV  # noqa: E402
+CRASH_ENV = "GRADIENT_ASYNC_CRASH_AT"
 from gradient_async.engine._local_lora import LoraWeights  # noqa: E402
 from gradient_async.engine._lora_store import AdapterRecord, LoraStore  # noqa: E402
 from gradient_async.engine.base import EngineError  # noqa: E402
