@@ -2,7 +2,7 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,server,batch,local,langchain,compat,bench
+EXTRAS := dev,server,otel,batch,local,langchain,compat,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
 .PHONY: test demo lint typecheck unit bench clean browser
