@@ -121,7 +121,7 @@ class ObservabilityMiddleware:
         finally:
             request_usage.reset(usage_token)
             duration = time.perf_counter() - start
-            method = str(scope.get("method", ""))
+            method = _method(scope)
             route = self.routes(str(scope.get("path", "")))
             self.state.metrics.record_request(method, route, status, duration)
             if span is not None:
@@ -154,6 +154,15 @@ class ObservabilityMiddleware:
         return value[:_MAX_FIELD]
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def _method(scope: Scope) -> str:
+    """The request method, or `_OTHER` (a client may send any token as a method: labels stay bounded)."""
+    method = str(scope.get("method", ""))
+    return method if method in _METHODS else "_OTHER"
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     wanted = (b"x-request-id", b"x-gradient-workspace-id", b"traceparent", b"tracestate")
     return {
@@ -173,7 +182,7 @@ def _server_span(tracer: Any, scope: Scope, headers: dict[str, str], request_id:
         current.set_attribute("gradient.request_id", request_id)
         return None, None
     parent = propagate.extract({k: v for k, v in headers.items() if k in ("traceparent", "tracestate")})
-    method = str(scope.get("method", ""))
+    method = _method(scope)
     span = tracer.start_span(
         method,
         context=parent,

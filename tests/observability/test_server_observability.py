@@ -93,6 +93,14 @@ async def test_unknown_paths_share_one_label(gradient_server: GradientServer) ->
     assert not any("nowhere" in str(key) for key in samples)
 
 
+async def test_odd_methods_share_one_label(gradient_server: GradientServer) -> None:
+    for i in range(3):
+        await raw(gradient_server, f"BREW{i}", "/api/models")
+    samples = await scrape(gradient_server)
+    assert not any("BREW" in str(key) for key in samples)
+    assert value(samples, "gradient_http_requests_total", method="_OTHER", route="/api/models", status="405") == 3
+
+
 async def test_fault_answers_are_counted_under_their_route(gradient_server: GradientServer) -> None:
     gradient_server.faults.fail_rate = 1.0
     base = gradient_server.base_model_ids[-1]
