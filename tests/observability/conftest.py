@@ -21,9 +21,16 @@ class Otel:
     exporter: Any  # InMemorySpanExporter
     reader: Any  # InMemoryMetricReader
 
-    def spans(self, name: str | None = None) -> list[Any]:
+    def spans(self, name: str | None = None, *, kind: str | None = None, scope: str | None = None) -> list[Any]:
+        """Finished spans, optionally by name, kind ("CLIENT", "SERVER", ...) and instrumentation scope."""
         found = list(self.exporter.get_finished_spans())
-        return [s for s in found if name is None or s.name == name]
+        return [
+            s
+            for s in found
+            if (name is None or s.name == name)
+            and (kind is None or s.kind.name == kind)
+            and (scope is None or s.instrumentation_scope.name == scope)
+        ]
 
     def points(self, name: str) -> list[Any]:
         """The data points of metric `name` collected now (empty when it was never recorded)."""
