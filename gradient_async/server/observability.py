@@ -122,7 +122,7 @@ class ObservabilityMiddleware:
             request_usage.reset(usage_token)
             duration = time.perf_counter() - start
             method = _method(scope)
-            route = self.routes(str(scope.get("path", "")))
+            route = self.routes(_route_path(scope))
             self.state.metrics.record_request(method, route, status, duration)
             if span is not None:
                 _end_span(span, token, method, route, status)
@@ -155,6 +155,13 @@ class ObservabilityMiddleware:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: without the `root_path` a proxy mounted it under."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "") or "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
 
 
 def _method(scope: Scope) -> str:

@@ -166,3 +166,67 @@ async def test_a_call_inside_an_application_span_is_its_child(gradient_server: G
         await client.models.list()
     [call] = otel.spans("list_models")
     assert call.parent.span_id == outer.get_span_context().span_id
+
+
+async def test_attempt_spans_never_carry_userinfo_or_query(otel: Otel) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"models": []})
+
+    async with AsyncGradient(
+        access_token="tok-SECRET",
+        workspace_id="w",
+        base_url="http://user:hunter2@gradient.test:8080/api",
+        transport=httpx.MockTransport(handler),
+    ) as client:
+        await client.models.list(extra_query={"apiKey": "qs-SECRET"})
+    [attempt] = otel.spans("GET", scope="gradient_async")
+    assert attempt.attributes["url.full"] == "http://gradient.test:8080/api/models"
+    assert attempt.attributes["server.port"] == 8080
+    text = everything_recorded(otel)
+    assert "hunter2" not in text and "qs-SECRET" not in text and "tok-SECRET" not in text
+    assert seen[0].headers["traceparent"].split("-")[2] == f"{attempt.context.span_id:016x}"
+
+
+async def test_a_cancelled_call_closes_its_spans_and_reports(otel: Otel) -> None:
+    import anyio
+
+    started = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    ends: list[CallEvent] = []
+    async with (
+        AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(handler),
+            hooks=Hooks(on_call_end=[ends.append]),
+        ) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.models.list)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    [call] = otel.spans("list_models")
+    [attempt] = otel.spans("GET", scope="gradient_async")
+    assert call.end_time is not None and attempt.end_time is not None
+    assert call.status.status_code.name == "ERROR"
+    assert len(ends) == 1 and ends[0].error is not None and ends[0].attempts == 1
+
+
+def test_limiter_window_and_pauses_are_recorded(otel: Otel) -> None:
+    from gradient_async._otel import record_limiter_pause, record_limiter_window
+
+    record_limiter_window(8, 0)
+    record_limiter_window(4, 8)
+    record_limiter_pause(1.5)
+    [window] = otel.points("gradient.client.limiter.window")
+    assert window.value == 4
+    assert otel.total("gradient.client.limiter.pauses") == 1

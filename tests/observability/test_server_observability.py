@@ -93,6 +93,16 @@ async def test_unknown_paths_share_one_label(gradient_server: GradientServer) ->
     assert not any("nowhere" in str(key) for key in samples)
 
 
+async def test_routes_behind_a_proxy_root_path_keep_their_template(gradient_server: GradientServer) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gradient_server.app, root_path="/gradient"), base_url="http://local"
+    ) as http:
+        resp = await http.get("/gradient/api/models", headers=HEADERS)
+    assert resp.status_code == 200
+    samples = await scrape(gradient_server)
+    assert value(samples, "gradient_http_requests_total", method="GET", route="/api/models", status="200") == 1
+
+
 async def test_odd_methods_share_one_label(gradient_server: GradientServer) -> None:
     for i in range(3):
         await raw(gradient_server, f"BREW{i}", "/api/models")
@@ -253,3 +263,28 @@ async def test_fine_tune_span_is_a_child_of_the_request(gradient_server: Gradien
     assert _descends(tune, server, otel.spans())
     assert tune.attributes["gradient.fine_tune.trainable_tokens"] == 3
     assert tune.attributes["gradient.fine_tune.samples"] == 1
+
+
+def test_serve_has_a_log_format_option_and_respects_the_log_level() -> None:
+    import argparse
+
+    from gradient_async.server.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).log_format == "text"
+    assert parser.parse_args(["--log-format", "json"]).log_format == "json"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--log-format", "xml"])
+    logger = logging.getLogger(ACCESS_LOGGER)
+    try:
+        configure_access_log("json", io.StringIO(), level="warning")
+        assert not logger.isEnabledFor(logging.INFO)
+        configure_access_log("text", io.StringIO(), level="debug")
+        assert logger.isEnabledFor(logging.INFO)
+        assert len([h for h in logger.handlers if getattr(h, "_gradient_access", False)]) == 1  # replaced, not added
+    finally:
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
