@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from gradient_async._errors import ValidationError
+from gradient_async._errors import InputValidationError
 from gradient_async._otel import Instruments, Telemetry, telemetry
 from gradient_async._retry import RetryEvent
 
@@ -92,7 +92,12 @@ class CallEvent:
 
 
 def _as_tuple(name: str, hooks: Iterable[Any] | Callable[..., Any]) -> tuple[Any, ...]:
-    items = (hooks,) if callable(hooks) else tuple(hooks)
+    if callable(hooks):
+        return (hooks,)
+    try:
+        items = tuple(hooks)
+    except TypeError:
+        raise TypeError(f"Hooks.{name} must be a list of callables, got {type(hooks).__name__}") from None
     for item in items:
         if not callable(item):
             raise TypeError(f"Hooks.{name} must hold callables, got {type(item).__name__}")
@@ -151,12 +156,12 @@ class Instrumentation:
     def of(cls, hooks: object, tracing: object, trace_content: object) -> Instrumentation:
         """Checked constructor for the client's keyword arguments (a clear error names what to fix)."""
         if hooks is not None and not isinstance(hooks, Hooks):
-            raise ValidationError(
+            raise InputValidationError(
                 f"hooks must be a gradient_async.Hooks (e.g. Hooks(on_retry=[fn])), got {type(hooks).__name__}"
             )
         for name, flag in (("tracing", tracing), ("trace_content", trace_content)):
             if not isinstance(flag, bool):
-                raise ValidationError(f"{name} must be True or False, got {flag!r}")
+                raise InputValidationError(f"{name} must be True or False, got {flag!r}")
         return cls(hooks, tracing=bool(tracing), trace_content=bool(trace_content))
 
     def start(self, options: RequestOptions, server: httpx.URL | None = None) -> CallScope | None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, Completion, InternalServerError, RetryPolicy
+from gradient_async import AsyncGradient, Completion, InputValidationError, InternalServerError, RetryPolicy
 from gradient_async._hooks import CallEvent, Hooks, Instrumentation, RequestEvent, ResponseEvent, RetryEvent
 
 TOKEN = "sk-hooks-SECRET-token"
@@ -141,6 +141,12 @@ async def test_on_retry_per_call_is_a_deprecated_alias() -> None:
 def test_hooks_must_be_callables() -> None:
     with pytest.raises(TypeError, match="on_retry must hold callables"):
         Hooks(on_retry=["not callable"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="on_request must be a list of callables, got int"):
+        Hooks(on_request=5)  # type: ignore[arg-type]
+    with pytest.raises(InputValidationError, match=r"hooks must be a gradient_async\.Hooks"):
+        AsyncGradient(access_token="t", workspace_id="w", hooks=[print])  # type: ignore[arg-type]
+    with pytest.raises(InputValidationError, match="tracing must be True or False"):
+        AsyncGradient(access_token="t", workspace_id="w", tracing="no")  # type: ignore[arg-type]
     single: Callable[[CallEvent], None] = lambda e: None  # noqa: E731
     assert Hooks(on_call_end=single).on_call_end == (single,)
     assert Hooks().empty and not Hooks(on_call_end=single).empty
