@@ -1,11 +1,16 @@
 """Engine metrics and spans, by wrapping what the server calls (no engine needs to know).
 
-`ObservedEngine` wraps an `Engine`: it times each generation batch (size, seconds, tokens) and each
-fine-tune (seconds, steps, trainable tokens). `ObservedBatcher` wraps the batcher's `generate`, so the
-time a completion waits for its batch is known (queue depth, queue seconds). With OpenTelemetry and a
-provider set, each completion's server span gets two children, `gradient.queue` and `gradient.generate`
-(timed from its batch; a batch serves many traces, so each member gets its own copy), and a fine-tune
-gets a `gradient.fine_tune` child.
+Two wrappers share one registry of completions waiting for a batch:
+
+- `ObservedBatches` wraps the engine a `DynamicBatcher` feeds (`generate(list)`): batch size, engine seconds
+  and tokens per batch, and the queue wait of each member (it ends when its batch starts).
+- `ObservedFront` wraps what the routes call (`state.engine`, and `state.batcher` where the server has one):
+  a completion starts waiting when it enters; fine-tunes are timed (seconds, steps, trainable tokens). An
+  engine that batches on its own (no `DynamicBatcher`, e.g. vLLM) is timed per request instead.
+
+With OpenTelemetry and a provider set, each completion's server span gets two children, `gradient.queue` and
+`gradient.generate` (timed from its batch: a batch serves many traces, so each member gets its own copy), and a
+fine-tune gets `gradient.fine_tune`.
 
 Example::
 
@@ -22,17 +27,16 @@ from typing import Any
 
 from gradient_async.engine.base import (
     AdapterSpec,
-    BaseModelSpec,
-    Engine,
     FineTuneOutcome,
     GenerationRequest,
     GenerationResult,
     TrainingSample,
 )
+from gradient_async.engine.batching import DynamicBatcher
 from gradient_async.server.metrics import ServerMetrics
 from gradient_async.server.tracing import server_tracer
 
-__all__ = ["GENERATED_TOKENS_HEADER", "ObservedBatcher", "ObservedEngine", "install_engine_observer", "request_usage"]
+__all__ = ["GENERATED_TOKENS_HEADER", "ObservedBatches", "ObservedFront", "install_engine_observer", "request_usage"]
 
 GENERATED_TOKENS_HEADER = "x-gradient-generated-tokens"
 
@@ -56,32 +60,16 @@ class _Registry:
         self.queued = 0
 
 
-class ObservedEngine:
-    """An `Engine` that records its batches and fine-tunes into `metrics`, then delegates."""
+class ObservedBatches:
+    """Wraps the batch engine behind a `DynamicBatcher`: records each batch, then delegates."""
 
-    def __init__(self, inner: Engine, metrics: ServerMetrics, name: str, registry: _Registry | None = None) -> None:
+    def __init__(self, inner: Any, metrics: ServerMetrics, name: str, registry: _Registry) -> None:
         self.inner = inner
         self.metrics = metrics
         self.name = name
-        self._registry = registry or _Registry()
+        self._registry = registry
 
-    @property
-    def base_models(self) -> Sequence[BaseModelSpec]:
-        return self.inner.base_models
-
-    async def create_adapter(self, adapter: AdapterSpec) -> None:
-        await self.inner.create_adapter(adapter)
-
-    async def delete_adapter(self, adapter_id: str) -> None:
-        await self.inner.delete_adapter(adapter_id)
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.inner.embed(texts)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:  # engine-specific extras (e.g. a test engine's knobs)
+    def __getattr__(self, name: str) -> Any:  # every other engine method and attribute
         return getattr(self.inner, name)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -97,7 +85,7 @@ class ObservedEngine:
         error: BaseException | None = None
         results: list[GenerationResult] = []
         try:
-            results = await self.inner.generate(requests)
+            results = list(await self.inner.generate(requests))
             return results
         except BaseException as exc:
             error = exc
@@ -131,18 +119,84 @@ class ObservedEngine:
             queue.set_attribute("gradient.engine", self.name)
             queue.end(end_time=started + wall)
             gen = tracer.start_span("gradient.generate", context=w.parent, start_time=started + wall)
-            gen.set_attribute("gradient.engine", self.name)
-            gen.set_attribute("gradient.batch.size", len(requests))
-            gen.set_attribute("gen_ai.request.model", requests[i].model_slug)
-            if i < len(results):
-                gen.set_attribute("gen_ai.response.finish_reasons", [results[i].finish_reason])
-                n = _tokens(results[i])
-                if n:
-                    gen.set_attribute("gen_ai.usage.output_tokens", n)
-            if error is not None:
-                gen.set_attribute("error.type", type(error).__qualname__)
-                gen.set_status(_error_status())
+            result = results[i] if i < len(results) else None
+            _generation_attributes(gen, self.name, requests[i], result, len(requests), error)
             gen.end(end_time=ended + wall)
+
+
+def _error_status() -> Any:
+    from opentelemetry import trace
+
+    return trace.Status(trace.StatusCode.ERROR)
+
+
+class ObservedFront:
+    """Wraps what the routes call: a completion (`complete` or a batcher's `generate(request)`) is noted as
+    waiting when it enters, with its trace; fine-tunes are timed. Everything else is delegated."""
+
+    def __init__(self, inner: Any, metrics: ServerMetrics, name: str, registry: _Registry) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.name = name
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> Any:  # every other method and attribute (tests may patch them here)
+        return getattr(self.inner, name)
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult:
+        """One completion through the engine (server layouts where routes call `state.engine.complete`)."""
+        return await self._one(self.inner.complete, request)
+
+    async def generate(self, request: Any) -> Any:
+        """A batcher's `generate(request)`, or a batch engine's `generate(list)` passed straight through."""
+        if isinstance(request, GenerationRequest):
+            return await self._one(self.inner.generate, request)
+        return await self.inner.generate(request)
+
+    async def _one(self, call: Any, request: GenerationRequest) -> GenerationResult:
+        registry = self._registry
+        key = id(request)
+        enqueued = time.perf_counter_ns()
+        registry.waiting[key] = _Waiting(enqueued, _current_context())
+        registry.queued += 1
+        self.metrics.queue_depth.labels(self.name).set(registry.queued)
+        error: BaseException | None = None
+        result: GenerationResult | None = None
+        try:
+            result = await call(request)
+            assert result is not None
+            usage = request_usage.get()
+            if usage is not None and result.generated_tokens is not None:
+                usage["output"] = usage.get("output", 0) + result.generated_tokens
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            w = registry.waiting.pop(key)
+            if w.started_ns == 0:  # no batch took it: cancelled, or an engine that batches on its own
+                registry.queued -= 1
+                self.metrics.queue_depth.labels(self.name).set(registry.queued)
+                if result is not None or (error is not None and not _cancelled(error)):
+                    self._unbatched(w, request, result, error)
+
+    def _unbatched(
+        self, w: _Waiting, request: GenerationRequest, result: GenerationResult | None, error: BaseException | None
+    ) -> None:
+        """An engine without our batcher served it: time it as a whole (queue unknown, batch size unknown)."""
+        ended = time.perf_counter_ns()
+        self.metrics.generation_seconds.labels(self.name).observe((ended - w.enqueued_ns) / 1e9)
+        if result is not None:
+            self.metrics.record_tokens(self.name, _tokens(result))
+        if w.parent is None:
+            return
+        tracer = server_tracer()
+        if tracer is None:
+            return
+        wall = time.time_ns() - time.perf_counter_ns()
+        span = tracer.start_span("gradient.generate", context=w.parent, start_time=w.enqueued_ns + wall)
+        _generation_attributes(span, self.name, request, result, None, error)
+        span.end(end_time=ended + wall)
 
     async def fine_tune(self, adapter: AdapterSpec, samples: Sequence[TrainingSample]) -> FineTuneOutcome:
         tracer = server_tracer()
@@ -157,7 +211,7 @@ class ObservedEngine:
             token = context.attach(trace.set_span_in_context(span))
         started = time.perf_counter()
         try:
-            outcome = await self.inner.fine_tune(adapter, samples)
+            outcome: FineTuneOutcome = await self.inner.fine_tune(adapter, samples)
             steps = outcome.steps if outcome.steps is not None and outcome.steps > 0 else 1
             self.metrics.fine_tune_steps.labels(self.name).inc(steps)
             self.metrics.fine_tune_tokens.labels(self.name).inc(max(outcome.trainable_tokens, 0))
@@ -179,39 +233,35 @@ class ObservedEngine:
                 context.detach(token)  # type: ignore[arg-type]
 
 
-def _error_status() -> Any:
-    from opentelemetry import trace
+def _cancelled(error: BaseException) -> bool:
+    import anyio
 
-    return trace.Status(trace.StatusCode.ERROR)
+    try:
+        return isinstance(error, anyio.get_cancelled_exc_class())
+    except Exception:
+        return False
 
 
-class ObservedBatcher:
-    """Wraps a batcher's `generate(request)`: notes when each completion starts waiting, and its trace."""
-
-    def __init__(self, inner: Any, engine: ObservedEngine) -> None:
-        self.inner = inner
-        self.engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        registry = self.engine._registry
-        key = id(request)
-        registry.waiting[key] = _Waiting(time.perf_counter_ns(), _current_context())
-        registry.queued += 1
-        self.engine.metrics.queue_depth.labels(self.engine.name).set(registry.queued)
-        try:
-            result: GenerationResult = await self.inner.generate(request)
-            usage = request_usage.get()
-            if usage is not None and result.generated_tokens is not None:
-                usage["output"] = usage.get("output", 0) + result.generated_tokens
-            return result
-        finally:
-            w = registry.waiting.pop(key)
-            if w.started_ns == 0:  # left before any batch took it (cancelled, or the batcher failed)
-                registry.queued -= 1
-                self.engine.metrics.queue_depth.labels(self.engine.name).set(registry.queued)
+def _generation_attributes(
+    span: Any,
+    engine: str,
+    request: GenerationRequest,
+    result: GenerationResult | None,
+    batch_size: int | None,
+    error: BaseException | None,
+) -> None:
+    span.set_attribute("gradient.engine", engine)
+    if batch_size is not None:
+        span.set_attribute("gradient.batch.size", batch_size)
+    span.set_attribute("gen_ai.request.model", request.model_slug)
+    if result is not None:
+        span.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
+        n = _tokens(result)
+        if n:
+            span.set_attribute("gen_ai.usage.output_tokens", n)
+    if error is not None:
+        span.set_attribute("error.type", type(error).__qualname__)
+        span.set_status(_error_status())
 
 
 def _current_context() -> Any:
@@ -228,14 +278,26 @@ def _tokens(result: GenerationResult) -> int:
 
 
 def install_engine_observer(state: Any) -> None:
-    """Route the server's engine calls through the observers: `state.engine` and the batcher's engine
-    become one `ObservedEngine`, `state.batcher` an `ObservedBatcher`. Call once, before serving."""
-    if isinstance(state.engine, ObservedEngine):
+    """Route the server's engine calls through the observers (call once, before serving): every
+    `DynamicBatcher` found (`state.batcher`, `state.engine.batcher`, or those of a router's engines) feeds an
+    `ObservedBatches`; `state.engine` (and `state.batcher`, where the server has one) become `ObservedFront`s."""
+    if isinstance(state.engine, ObservedFront):
         return
     name = str(getattr(state.settings, "engine", type(state.engine).__name__))
-    observed = ObservedEngine(state.engine, state.metrics, name)
-    batcher = state.batcher
-    if getattr(batcher, "engine", None) is state.engine:
-        batcher.engine = observed
-    state.engine = observed
-    state.batcher = ObservedBatcher(batcher, observed)
+    registry = _Registry()
+    for batcher in _batchers(state):
+        if not isinstance(batcher.engine, ObservedBatches):
+            batcher.engine = ObservedBatches(batcher.engine, state.metrics, name, registry)
+    state.engine = ObservedFront(state.engine, state.metrics, name, registry)
+    if getattr(state, "batcher", None) is not None:
+        state.batcher = ObservedFront(state.batcher, state.metrics, name, registry)
+
+
+def _batchers(state: Any) -> list[Any]:
+    engines = [state.engine, *getattr(state.engine, "engines", ())]
+    candidates = [getattr(state, "batcher", None), *(getattr(e, "batcher", None) for e in engines)]
+    found: list[Any] = []
+    for b in candidates:
+        if isinstance(b, DynamicBatcher) and all(b is not f for f in found):
+            found.append(b)
+    return found

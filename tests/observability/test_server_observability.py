@@ -288,3 +288,49 @@ def test_serve_has_a_log_format_option_and_respects_the_log_level() -> None:
             logger.removeHandler(h)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+
+
+async def test_an_engine_that_batches_on_its_own_is_timed_per_request() -> None:
+    """Layouts where routes call `state.engine.complete` and no DynamicBatcher exists (e.g. vLLM)."""
+    from types import SimpleNamespace
+
+    from gradient_async.engine.base import GenerationRequest, GenerationResult
+    from gradient_async.server.engine_observer import ObservedFront, install_engine_observer, request_usage
+    from gradient_async.server.metrics import ServerMetrics
+
+    class SelfBatching:
+        tuned = 0
+
+        async def complete(self, request: GenerationRequest) -> GenerationResult:
+            return GenerationResult("four tokens right here", "stop", generated_tokens=4)
+
+    state = SimpleNamespace(engine=SelfBatching(), settings=SimpleNamespace(engine="vllm"), metrics=ServerMetrics())
+    install_engine_observer(state)
+    install_engine_observer(state)  # twice is once
+    assert isinstance(state.engine, ObservedFront) and not isinstance(state.engine.inner, ObservedFront)
+    usage: dict[str, int] = {}
+    token = request_usage.set(usage)
+    try:
+        result = await state.engine.complete(GenerationRequest(model_slug="m", prompt="p"))
+    finally:
+        request_usage.reset(token)
+    assert result.generated_tokens == 4 and usage == {"output": 4}
+    assert state.engine.tuned == 0  # other attributes pass through
+    text = state.metrics.render()[0].decode()
+    assert 'gradient_engine_generation_seconds_count{engine="vllm"} 1.0' in text
+    assert 'gradient_generated_tokens_total{engine="vllm"} 4.0' in text
+    assert 'gradient_engine_queue_depth{engine="vllm"} 0.0' in text
+
+
+async def test_identical_failures_have_one_signature_despite_request_ids(gradient_server: GradientServer) -> None:
+    from gradient_async import NotFoundError
+    from gradient_async._errors import error_signature
+
+    errors = []
+    for _ in range(2):
+        with pytest.raises(NotFoundError) as info:
+            await gradient_server.client.adapters.get("0" * 36 + "_model_adapter")
+        errors.append(info.value)
+    assert errors[0].request_id != errors[1].request_id and str(errors[0]) != str(errors[1])
+    assert error_signature(errors[0]) == error_signature(errors[1])
+    assert "request_id" not in error_signature(errors[0])
