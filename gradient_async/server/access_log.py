@@ -55,6 +55,18 @@ class AccessLogFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of each line (not the one at start-up)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_access_log(fmt: LogFormat, stream: IO[str] | None = None, *, level: str = "info") -> logging.Handler:
     """Send access lines to `stream` (default stderr) in `fmt`; replaces a handler installed before.
     Lines are INFO records: a `level` of warning or above silences them (as uvicorn's own access log).
@@ -66,7 +78,7 @@ def configure_access_log(fmt: LogFormat, stream: IO[str] | None = None, *, level
     logger = logging.getLogger(_ACCESS_LOGGER)
     for old in [h for h in logger.handlers if getattr(h, "_gradient_access", False)]:
         logger.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(AccessLogFormatter(fmt))
     handler._gradient_access = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
