@@ -285,10 +285,15 @@ def install_engine_observer(state: Any) -> None:
         return
     name = str(getattr(state.settings, "engine", type(state.engine).__name__))
     registry = _Registry()
+    original = state.engine
+    front = ObservedFront(original, state.metrics, name, registry)
     for batcher in _batchers(state):
         if not isinstance(batcher.engine, ObservedBatches):
-            batcher.engine = ObservedBatches(batcher.engine, state.metrics, name, registry)
-    state.engine = ObservedFront(state.engine, state.metrics, name, registry)
+            # A batcher fed by the engine itself goes through the front, so code that patches
+            # `state.engine.generate` (tests do) still reaches the batches.
+            inner = front if batcher.engine is original else batcher.engine
+            batcher.engine = ObservedBatches(inner, state.metrics, name, registry)
+    state.engine = front
     if getattr(state, "batcher", None) is not None:
         state.batcher = ObservedFront(state.batcher, state.metrics, name, registry)
 
