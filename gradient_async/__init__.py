@@ -16,7 +16,7 @@ Example::
 """
 
 from gradient_async._client import AsyncGradient, RawResponse, RequestOptions
-from gradient_async._config import NOT_GIVEN, ClientConfig, NotGiven
+from gradient_async._config import NOT_GIVEN, ClientConfig, NotGiven, RateControl
 from gradient_async._errors import (
     APIConnectionError,
     APIError,
@@ -33,6 +33,8 @@ from gradient_async._errors import (
     MissingCredentialsError,
     NotFoundError,
     PermissionDeniedError,
+    PoolTimeoutError,
+    QueueFullError,
     RateLimitError,
     UnprocessableEntityError,
 )
@@ -85,7 +87,10 @@ __all__ = [
     "NotFoundError",
     "NotGiven",
     "PermissionDeniedError",
+    "PoolTimeoutError",
+    "QueueFullError",
     "Rag",
+    "RateControl",
     "RateLimitError",
     "RawResponse",
     "RequestEvent",

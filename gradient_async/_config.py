@@ -28,6 +28,7 @@ __all__ = [
     "ClientConfig",
     "NOT_GIVEN",
     "NotGiven",
+    "RateControl",
     "Secret",
     "TimeoutTypes",
     "to_httpx_timeout",
@@ -109,6 +110,39 @@ def to_httpx_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
     return httpx.Timeout(float(timeout))
 
 
+@dataclass(frozen=True)
+class RateControl:
+    """Client-wide rate control, shared by every call and batch of a client (see `_limiter.py`).
+
+    Args:
+        adaptive: on a 429, pause every new send of the client for the Retry-After, halve the
+            concurrency window and pace sends at the rate the server accepts, then probe upwards.
+        requests_per_minute: a smooth client-wide request budget (None: none).
+        tokens_per_minute: a smooth client-wide token budget, from each request's estimated
+            prompt + generated tokens (None: none).
+
+    `AsyncGradient(rate_control=None)` turns all of it off: each call then waits out its own 429s.
+
+    Example::
+
+        AsyncGradient(rate_control=RateControl(requests_per_minute=3000))
+    """
+
+    adaptive: bool = True
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.adaptive, bool):
+            raise ValidationError(f"adaptive must be True or False, got {self.adaptive!r}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValidationError(f"{name} must be a number > 0 or None, got {value!r}")
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
@@ -129,6 +163,8 @@ class ClientConfig:
     timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_queue: int | None = None
+    rate_control: RateControl | None = field(default_factory=RateControl)
     keepalive_expiry: float = 30.0
     default_headers: tuple[tuple[str, str], ...] = ()
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
@@ -142,6 +178,12 @@ class ClientConfig:
             or self.max_response_bytes < 1
         ):
             raise ValidationError(f"max_response_bytes must be an integer >= 1, got {self.max_response_bytes!r}")
+        if self.max_queue is not None and (
+            isinstance(self.max_queue, bool) or not isinstance(self.max_queue, int) or self.max_queue < 0
+        ):
+            raise ValidationError(f"max_queue must be an integer >= 0 or None, got {self.max_queue!r}")
+        if self.rate_control is not None and not isinstance(self.rate_control, RateControl):
+            raise ValidationError(f"rate_control must be a RateControl or None, got {type(self.rate_control).__name__}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValidationError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))

@@ -4,9 +4,11 @@
      ├── MissingCredentialsError (also ValueError)  no token / workspace; names the env var
      ├── InputValidationError (also ValueError)      bad input, caught before any request is sent
      ├── ClientClosedError (also RuntimeError)       the client was used after aclose()
+     ├── QueueFullError                              `max_queue` calls already wait for a slot: shed this one
      └── APIError                                    something went wrong talking to the API
           ├── APIConnectionError                     no usable response (DNS, refused, reset, ...)
           │    └── APITimeoutError                   connect / read / write / pool timeout
+          │         └── PoolTimeoutError             no concurrency slot within the pool timeout (never sent)
           ├── APIResponseValidationError             a 2xx whose body is not what the contract says
           └── APIStatusError                         a non-2xx response
                ├── BadRequestError 400      ├── ConflictError 409
@@ -49,6 +51,8 @@ __all__ = [
     "MissingCredentialsError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PoolTimeoutError",
+    "QueueFullError",
     "RateLimitError",
     "UnprocessableEntityError",
     "ValidationError",
@@ -114,6 +118,19 @@ class APITimeoutError(APIConnectionError):
         self, message: str = "Request timed out.", *, request: httpx.Request | None = None, sent: bool = True
     ) -> None:
         super().__init__(message, request=request, sent=sent)
+
+
+class PoolTimeoutError(APITimeoutError):
+    """No concurrency slot within the pool timeout (`httpx.Timeout(pool=...)`): the request was never
+    sent. Not retried: waiting again would only break the time limit you set."""
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        super().__init__(message, request=request, sent=False)
+
+
+class QueueFullError(GradientError):
+    """The client already has `max_queue` calls waiting for a concurrency slot; this one was refused
+    at once, without waiting, so a service can shed load (answer 503, drop, or try later)."""
 
 
 class APIResponseValidationError(APIError):

@@ -48,8 +48,17 @@ class RateLimiter:
 
     async def acquire(self, cost: float = 1.0) -> None:
         """Reserve `cost` units and wait until the reservation starts (returns at once when idle)."""
+        wait = self.reserve(cost)
+        if wait > 0:
+            await self._sleep(wait)
+
+    def reserve(self, cost: float = 1.0) -> float:
+        """Reserve `cost` units now; return the seconds until the reservation starts (0: go now)."""
         now = self._clock()
         start = now if self._tat is None else max(now, self._tat)
         self._tat = start + max(cost, 0.0) * self.interval
-        if start > now:
-            await self._sleep(start - now)
+        return start - now
+
+    def ready(self) -> bool:
+        """Whether an `acquire` now would not wait."""
+        return self._tat is None or self._tat <= self._clock()
