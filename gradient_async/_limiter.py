@@ -10,28 +10,32 @@ one client passes through its one `Limiter`.
 
   - new sends of the whole client pause until the server's Retry-After (plus jitter) has passed;
     one task sleeps through the pause, the others wait for it;
-  - the concurrency window halves, once per round trip (like TCP: the herd of 429s caused by one
-    overload counts once), and grows back by 1/window per success (≈ +1 per window); it never
-    shrinks below what the pace needs at the observed latency;
-  - sends are paced at the success rate measured over the last seconds, which under overload is
-    the server's own limit; the pace then rises (25 % per second until a second 429, as the first
-    estimate rests on one round trip; ~5 % per second after), probing for more until the next 429.
-    So the server sees close to its limit, not a herd.
+  - once per round trip (the herd of 429s caused by one overload counts once) the concurrency
+    window halves, to no more than what succeeded in that round trip while no pace is known, and
+    to no less than what the pace needs at the observed latency; it grows back by 1/window per
+    success (≈ +1 per round trip);
+  - sends are paced at the success rate measured over the last second (pauses left out), which
+    under overload is the server's own limit, less 10 % so a burst allowance refills; the pace then
+    rises (25 % per second until the second slow-down, ~5 % per second after), probing for more;
+  - an isolated 429 once a pace is established (none in the second before) is a probe that went
+    too far: the pace drops and only that call waits its Retry-After, the others go on at the lower
+    pace. So the server sees close to its limit, not a herd, and a whole-second Retry-After on
+    one probe does not stall every call.
 
 - Optional smooth requests/tokens per minute (`_ratelimit.RateLimiter`).
 
 Example::
 
-    limiter = Limiter(64, max_queue=1000)
+    limiter = Limiter(64, max_queue=1000, control=RateControl())     # inside the event loop
     slot = await limiter.acquire(pool_timeout=5.0)
     try:
         response = await send()
-    except RateLimitError as err:
-        await sleep(limiter.on_rate_limited(slot, wait=err.retry_after or 1.0))  # 0 when it pauses for us
-        raise
     finally:
-        limiter.release(slot)      # a no-op when on_success / on_rate_limited already released it
-    limiter.on_success(slot)
+        limiter.release(slot)              # a no-op after on_success / on_rate_limited
+    if response.status_code == 429:
+        await anyio.sleep(limiter.on_rate_limited(slot, wait))   # 0: the client-wide pause waits for us
+    elif response.is_success:
+        limiter.on_success(slot)
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from gradient_async._config import RateControl
 from gradient_async._errors import ClientClosedError, PoolTimeoutError, QueueFullError
 from gradient_async._ratelimit import RateLimiter
 
-__all__ = ["PATIENT", "Limiter", "LimiterStats", "Slot", "Throughput", "estimate_cost", "loop_clock"]
+__all__ = ["PATIENT", "Limiter", "LimiterStats", "Pacer", "Slot", "Throughput", "estimate_cost", "loop_clock"]
 
 PATIENT: Final = ContextVar("gradient_async_patient", default=False)
 """True inside a batch worker task: its calls wait for admission without shedding or a pool timeout
@@ -55,9 +59,21 @@ PATIENT: Final = ContextVar("gradient_async_patient", default=False)
 
 PACE_GROWTH = 0.05
 """Pace increase per success, in requests/s: the pace grows ~5 % per second it is sustained."""
-PACE_HEADROOM = 1.0
-"""Fraction of the measured success rate the pace restarts at after a 429 (the rate itself: the 429s
-that triggered the decrease already show where the limit is)."""
+PACE_FIRST_GROWTH = 0.25
+"""Pace increase per success until the second 429 (≈ doubling per second): the first estimate rests
+on a round trip or two of a herd, so probe fast for the real limit."""
+PACE_HEADROOM = 0.9
+PACE_BACKOFF = 0.5
+PACE_MIN_BACKOFF = 0.95
+"""On a 429 the pace drops to PACE_HEADROOM of the measured success rate (below the limit, so a
+server's burst allowance refills), but by no more than PACE_BACKOFF (a rate measured while the pace
+was still ramping up reads low) and no less than PACE_MIN_BACKOFF (a rate measured around a pause
+reads high) at once."""
+RATE_SPAN = 1.0
+"""Seconds of recent successes the pace is measured over at a slow-down."""
+REPEAT_WINDOW = 1.0
+"""A 429 within this many seconds of the previous slow-down means the slow-down did not help (or
+the server wants a real break): every send pauses for the Retry-After."""
 
 
 def loop_clock() -> Callable[[], float]:
@@ -125,14 +141,30 @@ class LimiterStats:
 
 
 class Throughput:
-    """Successes per second over the last `span` seconds, in `bins` buckets (constant memory)."""
+    """Successes per second over the last `span` seconds, in `bins` buckets (constant memory).
+    Time the sender spent idle on purpose (`idle(start, end)`: a 429 pause) is not counted, so a
+    pause does not read as a slower server."""
 
     def __init__(self, clock: Callable[[], float], *, span: float = 2.0, bins: int = 20) -> None:
         self._clock = clock
+        self._span = span
         self._width = span / bins
         self._counts = [0] * bins
         self._stamps = [-1] * bins
         self._first = math.inf
+        self._idle: list[tuple[float, float]] = []
+
+    def idle(self, start: float, end: float) -> None:
+        """No successes can arrive from `start` to `end` because the sender held back."""
+        if end <= start:
+            return
+        horizon = self._clock() - self._span
+        self._idle = [(a, b) for a, b in self._idle if b > horizon]
+        if self._idle and start <= self._idle[-1][1]:
+            start = self._idle[-1][0]
+            end = max(end, self._idle[-1][1])
+            self._idle.pop()
+        self._idle.append((start, end))
 
     def start(self) -> None:
         """Mark when measuring starts (the first send): early rates count from here."""
@@ -149,18 +181,56 @@ class Throughput:
             self._counts[i] = 0
         self._counts[i] += 1
 
-    def rate(self, *, min_samples: int = 8) -> float | None:
-        """Successes/s over the span (or since `start()`, if shorter); None with fewer than `min_samples`."""
+    def rate(self, *, span: float | None = None, min_samples: int = 8) -> float | None:
+        """Successes/s over the last `span` seconds (default: the whole span; since `start()`, if
+        shorter); None with fewer than `min_samples`."""
         now = self._clock()
         if self._first == math.inf:
             return None
         tick = int(now / self._width)
         n = len(self._counts)
-        total = sum(c for c, s in zip(self._counts, self._stamps, strict=True) if tick - s < n)
+        k = n if span is None else max(1, min(n, round(span / self._width)))
+        total = sum(c for c, s in zip(self._counts, self._stamps, strict=True) if tick - s < k)
         if total < min_samples:
             return None
-        seconds = min(n * self._width, max(now - self._first, 1e-3))
-        return total / seconds
+        seconds = min((k - 1) * self._width + (now - tick * self._width), now - self._first)
+        since = now - seconds
+        seconds -= sum(max(0.0, min(b, now) - max(a, since)) for a, b in self._idle)
+        return total / max(seconds, 1e-3)
+
+
+class Pacer:
+    """Sends spaced `1 / rate` seconds apart, in arrival order. Unlike a reservation timeline, a
+    change of `rate` applies to the very next send, not after the sends already queued.
+
+    Example::
+
+        pacer = Pacer(50.0)
+        await pacer.acquire()       # returns at once when idle; later calls 20 ms apart
+        pacer.rate = 60.0
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._last = -math.inf
+        self._lock = anyio.Lock()
+
+    def ready(self) -> bool:
+        """Whether a send may go now without waiting (call `take()` if it does)."""
+        return not self._lock.locked() and self._last + 1.0 / self.rate <= self._clock()
+
+    def take(self) -> None:
+        self._last = self._clock()
+
+    async def acquire(self) -> None:
+        async with self._lock:  # FIFO: one waiter at a time sleeps until its turn
+            due = self._last + 1.0 / self.rate
+            now = self._clock()
+            if due > now:
+                await self._sleep(due - now)
+            self._last = max(self._clock(), due)
 
 
 class Limiter:
@@ -201,9 +271,11 @@ class Limiter:
         self._pause_served = -math.inf
         self._pause_done: anyio.Event | None = None  # set when the task sleeping through a pause wakes
         self._last_decrease = -math.inf
+        self._ok_since_decrease = 0
+        self._paused_last = True  # whether the last slow-down paused every send (else: an isolated overshoot)
         self._throughput = Throughput(clock)
-        self._pacer: RateLimiter | None = None
-        self._growth = 0.25  # pace increase per success: fast at first (+25 %/s), then 5 %/s
+        self._pacer: Pacer | None = None
+        self._growth = PACE_FIRST_GROWTH  # pace increase per success: fast at first, PACE_GROWTH after
         self._rtt: float | None = None  # smoothed seconds from admission to success
         rpm = control.requests_per_minute if control is not None else None
         tpm = control.tokens_per_minute if control is not None else None
@@ -267,7 +339,7 @@ class Limiter:
                 pass
             else:
                 if self._pacer is not None:
-                    self._pacer.reserve()
+                    self._pacer.take()
                 if self._rpm is not None:
                     self._rpm.reserve()
                 if self._tpm is not None and cost:
@@ -367,6 +439,7 @@ class Limiter:
         rtt = self._clock() - slot.sent_at
         self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
         self._throughput.add()
+        self._ok_since_decrease += 1
         if self.size < self.max_concurrency:
             self.size = min(float(self.max_concurrency), self.size + 1.0 / self.size)
             self._apply()
@@ -375,35 +448,62 @@ class Limiter:
 
     def on_rate_limited(self, slot: Slot, wait: float) -> float:
         """The attempt on `slot` got a 429 asking for `wait` seconds: release it and, when adaptive,
-        pause every new send for `wait` and (once per round trip) halve the window and pace at the
-        measured success rate. Returns the seconds the caller must still sleep itself: 0 when
-        adaptive (its next `acquire` waits the pause out), else `wait`."""
+        slow the whole client down. Returns the seconds the caller must still sleep itself before
+        its next attempt (0 when the client-wide pause waits for it).
+
+        Once per round trip (the herd of 429s from one overload counts once) the window halves and
+        the pace drops to the measured success rate (by 5 to 15 %). Every new send of the client
+        pauses for `wait` (one task sleeps through it) unless the 429 is an isolated overshoot of an
+        established pace: then the pace drop is the answer and only this call waits its `wait`.
+        Without adaptive control the caller just sleeps `wait`."""
         self.release(slot)
         if not self.adaptive:
             return wait
         now = self._clock()
-        self._pause_until = max(self._pause_until, now + wait)
-        if slot.sent_at < self._last_decrease:
+        if slot.sent_at < self._last_decrease:  # sent before the last decrease: already answered
+            if not self._paused_last:
+                return wait
+            self._pause(now, wait)
             return 0.0
+        repeated = now - self._last_decrease < REPEAT_WINDOW
         self._last_decrease = now
-        measured = self._throughput.rate()
+        measured = self._throughput.rate(span=RATE_SPAN)
+        isolated = self.pace is not None and not repeated
         if measured is not None:
-            target = measured * PACE_HEADROOM
-            if self.pace is not None:
-                self._growth = PACE_GROWTH  # the first estimate came from one round trip: probe fast until now
-            self._set_pace(target if self.pace is None else min(self.pace, target))
-        # Halve the window, but keep enough room for the pace at the observed latency.
-        floor = 1.0 if self.pace is None or self._rtt is None else float(math.ceil(self.pace * self._rtt * 1.2))
-        self.size = min(float(self.max_concurrency), max(1.0, floor, self.size * self._decrease))
+            if self.pace is None:
+                self._set_pace(measured)
+            else:
+                self._growth = PACE_GROWTH
+                target = max(measured * PACE_HEADROOM, self.pace * PACE_BACKOFF)
+                self._set_pace(min(self.pace * PACE_MIN_BACKOFF, target))
+        # Halve the window, but keep enough room for the pace at the observed latency. With no pace
+        # yet, what succeeded since the last slow-down (about one round trip) is what the server
+        # takes per round trip: no more than that goes out at once after the pause.
+        if self.pace is None or self._rtt is None:
+            size = min(self.size * self._decrease, max(1.0, float(self._ok_since_decrease)))
+        else:
+            size = max(float(math.ceil(self.pace * self._rtt * 1.2)), self.size * self._decrease)
+        self.size = min(float(self.max_concurrency), max(1.0, size))
+        self._ok_since_decrease = 0
         self._apply()
+        self._paused_last = not isolated
+        if isolated:
+            return wait
+        self._pause(now, wait)
         return 0.0
+
+    def _pause(self, now: float, wait: float) -> None:
+        until = max(self._pause_until, now + wait)
+        lag = self._rtt or 0.0  # the pipe empties one round trip after sends stop, and refills one after
+        self._throughput.idle(max(now, self._pause_until) + lag, until + lag)
+        self._pause_until = until
 
     def _set_pace(self, rate: float) -> None:
         self.pace = max(rate, 0.5)
         if self._pacer is None:
-            self._pacer = RateLimiter(self.pace * 60.0, clock=self._clock, sleep=self._sleep)
+            self._pacer = Pacer(self.pace, clock=self._clock, sleep=self._sleep)
         else:
-            self._pacer.interval = 1.0 / self.pace
+            self._pacer.rate = self.pace
 
     def _apply(self) -> None:
         tokens = max(1, int(self.size))

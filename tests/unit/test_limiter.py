@@ -4,6 +4,8 @@ the next timer as soon as every task is blocked, so seconds pass instantly and e
 from __future__ import annotations
 
 import itertools
+import math
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from trio.testing import MockClock
 
 from gradient_async import ClientClosedError, PoolTimeoutError, QueueFullError, RateControl
-from gradient_async._limiter import Limiter, Slot, estimate_cost
+from gradient_async._limiter import Limiter, Slot, Throughput, estimate_cost
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> None:
@@ -152,19 +154,22 @@ def test_without_adaptive_control_the_caller_sleeps_itself() -> None:
     run(main)
 
 
-def test_the_window_halves_once_per_round_trip_and_grows_back() -> None:
+def test_the_window_shrinks_once_per_round_trip_and_grows_back() -> None:
     async def main() -> None:
         limiter = Limiter(16, control=RateControl())
         slots = [await limiter.acquire() for _ in range(16)]
         await anyio.sleep(0.1)
-        for slot in slots:  # a herd of 429s from one overload
+        for slot in slots[:6]:
+            limiter.on_success(slot)
+        for slot in slots[6:]:  # a herd of 429s from one overload counts once
             limiter.on_rate_limited(slot, 0.0)
-        assert limiter.stats().window == 8
-        slot = await limiter.acquire()  # sent after the decrease: its 429 counts again
+        # at most half, and no more than what the server took in that round trip
+        assert limiter.stats().window == 6
+        slot = await limiter.acquire()  # sent after the slow-down: its 429 counts again
         await anyio.sleep(0.1)
         limiter.on_rate_limited(slot, 0.0)
-        assert limiter.stats().window == 4
-        for _ in range(200):
+        assert limiter.stats().window == 1
+        for _ in range(300):
             slot = await limiter.acquire()
             await anyio.sleep(0.01)
             limiter.on_success(slot)
@@ -182,7 +187,7 @@ def test_after_a_429_sends_are_paced_at_the_accepted_rate() -> None:
             limiter.on_success(slot)
         slot = await limiter.acquire()
         limiter.on_rate_limited(slot, 0.0)
-        assert limiter.pace == pytest.approx(10.0, rel=0.15)
+        assert limiter.pace == pytest.approx(10.0, rel=0.1)
         admitted: list[float] = []
 
         async def send() -> None:
@@ -319,3 +324,115 @@ def test_rate_control_rejects_bad_values() -> None:
         RateControl(tokens_per_minute=float("nan"))
     with pytest.raises(ValidationError, match="adaptive"):
         RateControl(adaptive="yes")  # type: ignore[arg-type]
+
+
+def test_an_isolated_overshoot_of_the_pace_slows_the_pace_without_pausing_everyone() -> None:
+    async def main() -> None:
+        limiter = Limiter(64, control=RateControl())
+        for _ in range(20):  # the server accepts 10 per second
+            slot = await limiter.acquire()
+            await anyio.sleep(0.1)
+            limiter.on_success(slot)
+        limiter.on_rate_limited(await limiter.acquire(), 1.0)  # first 429: pace set, everyone pauses
+        assert limiter.stats().paused_for == pytest.approx(1.0)
+        await anyio.sleep(1.0)
+        for _ in range(30):
+            slot = await limiter.acquire()
+            await anyio.sleep(0.05)
+            limiter.on_success(slot)
+        pace = limiter.pace
+        assert pace is not None
+        slot = await limiter.acquire()
+        # an isolated 429 long after the last one: this call waits on its own, the pace drops
+        assert limiter.on_rate_limited(slot, 1.0) == 1.0
+        assert limiter.stats().paused_for == 0.0
+        assert limiter.pace is not None and 0.5 * pace <= limiter.pace <= 0.95 * pace + 1e-9
+        # a 429 right after it: the slow-down did not help, so everyone pauses
+        slot = await limiter.acquire()
+        assert limiter.on_rate_limited(slot, 1.0) == 0.0
+        assert limiter.stats().paused_for == pytest.approx(1.0)
+
+    run(main)
+
+
+def test_the_measured_rate_leaves_out_pauses() -> None:
+    async def main() -> None:
+        rate = Throughput(anyio.current_time)
+        await anyio.sleep(0.05)  # off the 0.1 s bucket edges
+        rate.start()
+        for _ in range(10):
+            await anyio.sleep(0.1)
+            rate.add()
+        rate.idle(anyio.current_time(), anyio.current_time() + 0.5)  # nothing can succeed in a pause
+        await anyio.sleep(0.5)
+        for _ in range(5):
+            await anyio.sleep(0.1)
+            rate.add()
+        # 15 successes in 1.5 s of sending (10/s), not in 2 s of wall time (7.5/s)
+        assert rate.rate() == pytest.approx(10.0, rel=0.08)
+
+    run(main)
+
+
+class TokenBucketServer:
+    """A rate-limited server on the fake clock: `rate`/s with a `burst`, 429 + Retry-After otherwise."""
+
+    def __init__(self, rate: float, burst: int, retry_after: str) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = 0.0
+        self.retry_after = retry_after
+        self.requests = 0
+
+    def take(self) -> float | None:
+        """None: accepted; else the Retry-After in seconds."""
+        now = anyio.current_time()
+        self.requests += 1
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        wait = (1 - self.tokens) / self.rate
+        return float(max(1, math.ceil(wait))) if self.retry_after == "int" else round(wait, 3)
+
+
+@pytest.mark.parametrize(("retry_after", "max_wall_over_ideal"), [("float", 1.15), ("int", 2.0)])
+def test_500_concurrent_calls_against_a_rate_limit_lose_nothing(retry_after: str, max_wall_over_ideal: float) -> None:
+    """The issue's scenario on the fake clock: 500 calls at once through one limiter (64 slots) against
+    50 req/s (burst 5) with 100 ms latency; each call retries its 429s the way the client does."""
+    n, latency = 500, 0.1
+    server = TokenBucketServer(50.0, 5, retry_after)
+    lost = 0
+
+    async def main() -> None:
+        limiter = Limiter(64, control=RateControl())
+        rng = random.Random(7)
+
+        async def call() -> None:
+            nonlocal lost
+            for _ in range(26):
+                slot = await limiter.acquire()
+                await anyio.sleep(latency / 2)
+                asked = server.take()
+                await anyio.sleep(latency / 2)
+                if asked is None:
+                    limiter.on_success(slot)
+                    return
+                wait = asked + rng.uniform(0.0, max(0.005, asked * 0.2))  # RetryPolicy.compute_wait
+                own = limiter.on_rate_limited(slot, wait)
+                if own:
+                    await anyio.sleep(own)
+            lost += 1
+
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(call)
+        ideal = (n - 5) / 50.0 + latency
+        assert (anyio.current_time() - start) / ideal <= max_wall_over_ideal
+
+    run(main)
+    assert lost == 0
+    assert server.requests / n <= 1.5
