@@ -69,6 +69,8 @@ PACE_MIN_BACKOFF = 0.95
 server's burst allowance refills), but by no more than PACE_BACKOFF (a rate measured while the pace
 was still ramping up reads low) and no less than PACE_MIN_BACKOFF (a rate measured around a pause
 reads high) at once."""
+MAX_PAUSE = 600.0
+"""The longest client-wide pause one 429 can cause (callers pass at most RetryPolicy.max_retry_after)."""
 RATE_SPAN = 1.0
 """Seconds of recent successes the pace is measured over at a slow-down."""
 REPEAT_WINDOW = 1.0
@@ -457,6 +459,7 @@ class Limiter:
         established pace: then the pace drop is the answer and only this call waits its `wait`.
         Without adaptive control the caller just sleeps `wait`."""
         self.release(slot)
+        wait = min(wait, MAX_PAUSE) if wait >= 0 else 0.0  # NaN, negative or endless: a server's bug
         if not self.adaptive:
             return wait
         now = self._clock()
@@ -491,6 +494,15 @@ class Limiter:
             return wait
         self._pause(now, wait)
         return 0.0
+
+    def uncovered(self, wait: float) -> float:
+        """What a call that just got a 429 (reported with `on_rate_limited`) must still sleep of its
+        `wait` before retrying: 0 while a client-wide pause runs (its next `acquire` waits that
+        out, and the pause already honours this 429's Retry-After), else `wait`."""
+        until = self._pause_until
+        if until != self._pause_served and until > self._clock():
+            return 0.0
+        return wait
 
     def _pause(self, now: float, wait: float) -> None:
         until = max(self._pause_until, now + wait)

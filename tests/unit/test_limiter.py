@@ -436,3 +436,29 @@ def test_500_concurrent_calls_against_a_rate_limit_lose_nothing(retry_after: str
     run(main)
     assert lost == 0
     assert server.requests / n <= 1.5
+
+
+def test_uncovered_wait_is_zero_while_a_client_wide_pause_runs() -> None:
+    async def main() -> None:
+        limiter = Limiter(4, control=RateControl())
+        assert limiter.uncovered(1.5) == 1.5
+        limiter.on_rate_limited(await limiter.acquire(), 2.0)
+        assert limiter.uncovered(2.1) == 0.0
+        await anyio.sleep(2.0)
+        assert limiter.uncovered(1.5) == 1.5
+        off = Limiter(4)
+        off.on_rate_limited(await off.acquire(), 2.0)
+        assert off.uncovered(2.0) == 2.0
+
+    run(main)
+
+
+def test_a_nonsense_retry_after_cannot_stall_the_client() -> None:
+    async def main() -> None:
+        limiter = Limiter(4, control=RateControl())
+        limiter.on_rate_limited(await limiter.acquire(), float("nan"))
+        assert limiter.stats().paused_for == 0.0
+        limiter.on_rate_limited(await limiter.acquire(), float("inf"))
+        assert limiter.stats().paused_for <= 600.0
+
+    run(main)
