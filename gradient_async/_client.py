@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import random
 import sys
 from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +38,7 @@ from gradient_async._config import (
     NOT_GIVEN,
     ClientConfig,
     NotGiven,
+    RateControl,
     TimeoutTypes,
     given,
     to_httpx_timeout,
@@ -48,11 +50,13 @@ from gradient_async._errors import (
     APITimeoutError,
     ClientClosedError,
     GradientError,
+    PoolTimeoutError,
     RateLimitError,
     ValidationError,
     make_status_error,
 )
 from gradient_async._hooks import CallScope, Hooks, Instrumentation
+from gradient_async._limiter import PATIENT, Limiter, estimate_cost
 from gradient_async._logs import setup_logging
 from gradient_async._retry import RetryHook, RetryPolicy, logger
 from gradient_async._transport import AutoTransport, ResponseTooLarge
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncGradient", "RawResponse", "RequestOptions", "USER_AGENT", "request_id_of"]
 
 T = TypeVar("T")
+_RNG: Final = random.Random()
 P = ParamSpec("P")
 
 USER_AGENT: Final = f"gradient-async/{__version__} ({sys.platform}; python {sys.version_info[0]}.{sys.version_info[1]})"
@@ -181,18 +186,20 @@ class _Pool:
         http: httpx.AsyncClient,
         transport: httpx.AsyncBaseTransport | None,
         *,
-        max_concurrency: int,
-        max_response_bytes: int,
+        config: ClientConfig,
     ) -> None:
         self.http = http
         self.transport = transport  # the transport we built; None for a user's http_client
-        self.max_concurrency = max_concurrency
-        self.max_response_bytes = max_response_bytes
+        self.max_concurrency = config.max_concurrency
+        self.max_queue = config.max_queue
+        self.rate_control = config.rate_control
+        self.sleep = config.retry.sleep
+        self.max_response_bytes = config.max_response_bytes
         self.state = _State.OPEN
         self.active = 0  # calls in flight (between their start and their result)
         self.drained: anyio.Event | None = None
         self.loop: object = _UNBOUND
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: Limiter | None = None
 
     @property
     def closed(self) -> bool:
@@ -210,33 +217,16 @@ class _Pool:
             "the coroutine you pass to asyncio.run() (or one client per loop/thread), and close it there."
         )
 
-    # -- the concurrency slot: the one place a call waits for room (swap point for _limiter.py) --
-
-    async def acquire(self, wait: float | None) -> object:
-        """A concurrency slot, waiting at most `wait` seconds (the pool timeout) for one."""
-        limiter = self.limiter
-        borrower = object()
-        try:  # the common case takes no trip through the event loop
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
-            if wait is None:
-                await limiter.acquire_on_behalf_of(borrower)
-            else:
-                try:
-                    with anyio.fail_after(wait):
-                        await limiter.acquire_on_behalf_of(borrower)
-                except TimeoutError:
-                    raise _SlotTimeout(wait) from None
-        return borrower
-
-    def release(self, borrower: object) -> None:
-        self.limiter.release_on_behalf_of(borrower)
+    # -- the concurrency slot: the one place a call waits for room ------------------------------
 
     @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        # Created on first use, inside the running event loop.
+    def limiter(self) -> Limiter:
+        """The client's admission control (concurrency, queue bound, pool timeout, rate control),
+        shared by every call, batch and `with_options` copy; created on first use, inside the loop."""
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._limiter = Limiter(
+                self.max_concurrency, max_queue=self.max_queue, control=self.rate_control, sleep=self.sleep
+            )
         return self._limiter
 
     # -- sending ------------------------------------------------------------------------------
@@ -301,11 +291,6 @@ class _Pool:
             await self.http.aclose()
 
 
-class _SlotTimeout(Exception):
-    def __init__(self, wait: float) -> None:
-        self.wait = wait
-
-
 def request_id_of(response: httpx.Response) -> str | None:
     """The server's request id (`x-request-id`, or `x-gradient-request-id`), if it sent one."""
     for key, value in response.headers.raw:  # one pass over the raw pairs: cheaper than two lookups
@@ -330,6 +315,11 @@ class AsyncGradient:
         retry: the full `RetryPolicy` (its `deadline` bounds each call as a whole, waits included).
         max_concurrency: requests in flight at once across every task using this client (default 64);
             the connection pool is sized to match.
+        max_queue: most calls waiting for a concurrency slot (default None: no bound); one more
+            fails at once with `QueueFullError`, so a service can shed load.
+        rate_control: client-wide rate control (default `RateControl()`: on a 429 every call of the
+            client pauses for the Retry-After, then sends are paced at the rate the server accepts);
+            None turns it off (each call then waits out its own 429s).
         max_response_bytes: larger response bodies raise `APIResponseValidationError` (default 32 MiB).
         http_client: your own `httpx.AsyncClient`; never closed by us.
         transport: an httpx transport for the client we build (e.g. `httpx.ASGITransport(app)`).
@@ -342,6 +332,9 @@ class AsyncGradient:
 
         async with AsyncGradient(max_concurrency=32, max_retries=4) as client:
             models = await client.models.list(only_base=True)
+
+        AsyncGradient(max_queue=200, timeout=httpx.Timeout(30.0, pool=2.0))   # a service shedding load
+        AsyncGradient(rate_control=RateControl(requests_per_minute=3000))     # a known budget too
     """
 
     def __init__(
@@ -354,6 +347,8 @@ class AsyncGradient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | None = None,
         max_concurrency: int | None = None,
+        max_queue: int | None = None,
+        rate_control: RateControl | NotGiven | None = NOT_GIVEN,
         max_response_bytes: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -376,6 +371,10 @@ class AsyncGradient:
             overrides["timeout"] = to_httpx_timeout(timeout)
         if max_concurrency is not None:
             overrides["max_concurrency"] = max_concurrency
+        if max_queue is not None:
+            overrides["max_queue"] = max_queue
+        if not isinstance(rate_control, NotGiven):
+            overrides["rate_control"] = rate_control
         if max_response_bytes is not None:
             overrides["max_response_bytes"] = max_response_bytes
         config = ClientConfig.from_env(
@@ -386,13 +385,9 @@ class AsyncGradient:
                 max_connections=config.max_concurrency, keepalive_expiry=config.keepalive_expiry
             )
             http = httpx.AsyncClient(transport=built, timeout=config.timeout, follow_redirects=False)
-            pool = _Pool(
-                http, built, max_concurrency=config.max_concurrency, max_response_bytes=config.max_response_bytes
-            )
+            pool = _Pool(http, built, config=config)
         else:
-            pool = _Pool(
-                http_client, None, max_concurrency=config.max_concurrency, max_response_bytes=config.max_response_bytes
-            )
+            pool = _Pool(http_client, None, config=config)
         self._init(config, pool, root=True, instrumentation=Instrumentation.of(hooks, tracing, trace_content))
 
     def _init(self, config: ClientConfig, pool: _Pool, *, root: bool, instrumentation: Instrumentation) -> None:
@@ -434,6 +429,17 @@ class AsyncGradient:
     def hooks(self) -> Hooks:
         """The `Hooks` this client (and its `with_options` copies) calls."""
         return self._instrumentation.hooks
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter every call, batch and `with_options` copy of this client goes through. Use it
+        inside the event loop.
+
+        Example::
+
+            stats = client.limiter.stats()   # in_flight, waiting, window, pace, paused_for
+        """
+        return self._pool.limiter
 
     @property
     def is_closed(self) -> bool:
@@ -529,6 +535,8 @@ class AsyncGradient:
                         await pool.drained.wait()
         finally:  # also when the drain itself is cancelled: the client ends up closed, never half-open
             pool.state = _State.CLOSED
+            if pool._limiter is not None:
+                pool._limiter.close()  # calls waiting for a slot or in a 429 pause fail now, not when it ends
             with anyio.CancelScope(shield=True):
                 await pool.aclose()
 
@@ -672,8 +680,9 @@ class AsyncGradient:
     ) -> tuple[httpx.Response, int]:
         """The one retry loop: attempt, ask `policy.next_wait`, wait, repeat. Nothing is built for it
         unless the first attempt fails and the call may be retried."""
+        cost = estimate_cost(options.json) if self._pool.limiter.counts_tokens else 0.0
         try:
-            return await self._attempt(request, timeouts, scope), 0
+            return await self._attempt(request, timeouts, scope, cost), 0
         except APIError as first:
             if policy.max_retries == 0:
                 raise
@@ -700,36 +709,44 @@ class AsyncGradient:
             )
             if scope is not None:  # hooks, the deprecated per-call on_retry, spans and metrics
                 await scope.retry_scheduled(error, attempt, wait)
-            await policy.sleep(wait)
+            if isinstance(error, RateLimitError):
+                wait = self._pool.limiter.uncovered(wait)  # 0 while the client-wide 429 pause runs
+            if wait > 0:
+                await policy.sleep(wait)
             try:
-                return await self._attempt(request, timeouts, scope), attempt
+                return await self._attempt(request, timeouts, scope, cost), attempt
             except APIError as exc:
                 error = exc
 
-    async def _attempt(self, request: httpx.Request, timeouts: _Timeouts, scope: CallScope | None) -> httpx.Response:
+    async def _attempt(
+        self, request: httpx.Request, timeouts: _Timeouts, scope: CallScope | None, cost: float = 0.0
+    ) -> httpx.Response:
         """`_send_once`, reported to the call's hooks and spans when something observes it."""
         if scope is None:
-            return await self._send_once(request, timeouts)
+            return await self._send_once(request, timeouts, cost)
         await scope.attempt_started(request)
         try:
-            response = await self._send_once(request, timeouts)
+            response = await self._send_once(request, timeouts, cost)
         except APIError as exc:
             await scope.attempt_ended(request, None, exc)
             raise
         await scope.attempt_ended(request, response, None)
         return response
 
-    async def _send_once(self, request: httpx.Request, timeouts: _Timeouts) -> httpx.Response:
-        """One attempt: a concurrency slot, then the exchange, bounded as a whole by the timeout."""
+    async def _send_once(self, request: httpx.Request, timeouts: _Timeouts, cost: float = 0.0) -> httpx.Response:
+        """One attempt: admission by the client's limiter (a slot, any 429 pause, the pace; at most the
+        pool timeout), then the exchange, bounded as a whole by the timeout. Every answer is reported
+        to the limiter: a 429 slows the whole client down, a success lets it speed up."""
         pool = self._pool
+        limiter = pool.limiter
+        patient = PATIENT.get()  # batch workers: never shed, no pool timeout (the batch bounds itself)
         try:
-            borrower = await pool.acquire(timeouts.pool)
-        except _SlotTimeout as exc:
-            raise APITimeoutError(
-                f"{request.method} {request.url}: no concurrency slot free within the {exc.wait} s pool timeout",
-                request=request,
-                sent=False,
-            ) from None
+            slot = await limiter.acquire(cost=cost, pool_timeout=None if patient else timeouts.pool, shed=not patient)
+        except PoolTimeoutError as exc:
+            exc.request = request
+            exc.message = f"{request.method} {request.url}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
         try:
             if pool.state is _State.CLOSED:
                 raise ClientClosedError("this AsyncGradient was closed; no new attempt is started")
@@ -766,9 +783,15 @@ class AsyncGradient:
                 sent=sent,
             ) from exc
         finally:
-            pool.release(borrower)
+            limiter.release(slot)  # a no-op after on_success / on_rate_limited below
         if not response.is_success:
-            raise make_status_error(response)
+            error = make_status_error(response)
+            if isinstance(error, RateLimitError):
+                policy = self._config.retry
+                wait = min(policy.compute_wait(0, error, _RNG), policy.max_retry_after)
+                limiter.on_rate_limited(slot, wait)  # the client-wide pause (unless rate control is off)
+            raise error
+        limiter.on_success(slot)
         return response
 
     def _url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:

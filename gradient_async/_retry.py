@@ -36,7 +36,7 @@ from typing import Final
 
 import anyio
 
-from gradient_async._errors import APIConnectionError, APIStatusError, RateLimitError, ValidationError
+from gradient_async._errors import APIConnectionError, APIStatusError, PoolTimeoutError, RateLimitError, ValidationError
 
 __all__ = ["DEFAULT_RETRY_STATUSES", "RetryEvent", "RetryHook", "RetryPolicy", "logger"]
 
@@ -105,6 +105,8 @@ class RetryPolicy:
 
     def is_retryable(self, error: BaseException, *, idempotent: bool) -> bool:
         """Whether `error` may be retried for a call of this idempotency (budgets aside)."""
+        if isinstance(error, PoolTimeoutError):  # the wait for a slot ran out: waiting again breaks the limit
+            return False
         if isinstance(error, APIConnectionError):
             return idempotent or not error.sent
         if isinstance(error, APIStatusError):

@@ -143,6 +143,7 @@ def _runner(
     """The one place batch options become a runner. `operation`: (GenAI operation name, model) for tracing."""
     return BatchRunner(
         call,
+        limiter=lambda: client.limiter,
         max_concurrency=client.config.max_concurrency if opts.max_concurrency is None else opts.max_concurrency,
         window=opts.window,
         requests_per_minute=opts.requests_per_minute,

@@ -8,9 +8,10 @@ task group is only ever cancelled from the consumer's own frame.
 
 Retries: the client is called with `max_retries=0`; this loop retries, asking the batch's
 `RetryPolicy.next_wait` (the same decision the client's own loop uses). A 429 pauses the whole
-batch (see `window.py`) instead of each task sleeping on its own, and costs the item no retry
-budget (bounded by the policy's `max_rate_limit_retries`). The policy's `deadline` is a wall clock
-over each item (window wait, attempts, waits), enforced with a cancel scope as for single calls.
+client (its limiter, see `_limiter.py`: every batch and single call of the client slows down at
+once) instead of each task sleeping on its own, and costs the item no retry budget (bounded by the
+policy's `max_rate_limit_retries`). The policy's `deadline` is a wall clock
+over each item (slot wait, attempts, waits), enforced with a cancel scope as for single calls.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 from gradient_async._batch.inputs import aiter_any
 from gradient_async._batch.items import BatchItem, BatchStats, Job, batch_item
 from gradient_async._batch.progress import ProgressCallback
-from gradient_async._batch.window import AdaptiveWindow
 from gradient_async._errors import APITimeoutError, GradientError, RateLimitError, ValidationError
 from gradient_async._hooks import BatchObserver
+from gradient_async._limiter import PATIENT, Limiter
 from gradient_async._ratelimit import RateLimiter
 from gradient_async._retry import RetryPolicy
 
@@ -73,7 +74,9 @@ class BatchRunner(Generic[P, T]):
     """Runs `call(job)` for every job of a source under concurrency, rate and retry control.
 
     Args:
-        call: one attempt for one job (it must not retry itself).
+        call: one attempt for one job (it must not retry itself), through the client's limiter.
+        limiter: the client's limiter (looked up inside the event loop); the client reports each
+            answer to it, the runner only asks how much of a 429's wait a client-wide pause leaves.
         max_concurrency: most attempts of this batch in flight (the client's cap applies too).
         window: most items in flight or finished-not-consumed (default 2 × max_concurrency).
         requests_per_minute / tokens_per_minute: smooth rate limits (job.cost is its token estimate).
@@ -88,6 +91,7 @@ class BatchRunner(Generic[P, T]):
         self,
         call: Callable[[Job[P]], Awaitable[T]],
         *,
+        limiter: Callable[[], Limiter],
         max_concurrency: int,
         window: int | None = None,
         requests_per_minute: float | None = None,
@@ -110,17 +114,15 @@ class BatchRunner(Generic[P, T]):
         self._sleep = retry.sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._window = AdaptiveWindow(max_concurrency, clock=clock, sleep=retry.sleep)
+        self._limiter = limiter
+        self._max_concurrency = max_concurrency
+        self._slots: anyio.CapacityLimiter | None = None  # built inside the event loop
         self._rpm = RateLimiter(requests_per_minute, clock=clock, sleep=retry.sleep) if requests_per_minute else None
         self._tpm = RateLimiter(tokens_per_minute, clock=clock, sleep=retry.sleep) if tokens_per_minute else None
         self._fail_fast = fail_fast
         self._progress = progress
         self._total = total
         self.stats = BatchStats()
-
-    @property
-    def window(self) -> AdaptiveWindow:
-        return self._window
 
     async def iterate(
         self, source: Iterable[Any] | AsyncIterable[Any], make_job: Callable[[int, Any], Job[P]]
@@ -129,6 +131,7 @@ class BatchRunner(Generic[P, T]):
         start = self._clock()
         if self._observer is not None:
             self._observer.started(self._total)
+        self._slots = anyio.CapacityLimiter(self._max_concurrency)
         send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
         held = anyio.Semaphore(self._held)
         fatal: BaseException | None = None
@@ -211,6 +214,7 @@ class BatchRunner(Generic[P, T]):
                 await send.send(_Fatal(exc))
 
     async def _work(self, job: Job[P], send: MemoryObjectSendStream[BatchItem[T] | _Fatal]) -> None:
+        PATIENT.set(True)  # this task's calls wait for a client slot without shedding (the window bounds them)
         async with send:
             message: BatchItem[T] | _Fatal
             try:
@@ -249,8 +253,14 @@ class BatchRunner(Generic[P, T]):
         policy = self._retry
         stats = self.stats
         attempts = rate_limited = 0
+        slots = self._slots
+        assert slots is not None
         while True:
-            slot = await self._window.acquire()
+            borrower = object()
+            try:  # the common case takes no trip through the event loop
+                slots.acquire_on_behalf_of_nowait(borrower)
+            except anyio.WouldBlock:
+                await slots.acquire_on_behalf_of(borrower)
             try:
                 if self._rpm is not None:
                     await self._rpm.acquire()
@@ -263,7 +273,7 @@ class BatchRunner(Generic[P, T]):
                     stats.retried += 1
                 value = await self._call(job)
             except GradientError as err:
-                self._window.release(slot)
+                slots.release_on_behalf_of(borrower)
                 if isinstance(err, ValidationError):  # refused before anything was sent
                     stats.requests -= 1
                     return batch_item(job.index, job.prompt, error=err, id=job.id, attempts=attempts - 1)
@@ -280,13 +290,12 @@ class BatchRunner(Generic[P, T]):
                 if self._observer is not None:
                     await self._observer.retry_scheduled(err, attempts, wait)
                 if is_429:
-                    self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
-                else:
+                    wait = self._limiter().uncovered(wait)  # 0 while the client-wide pause runs
+                if wait > 0:
                     await self._sleep(wait)
                 continue
             except BaseException:
-                self._window.release(slot)
+                slots.release_on_behalf_of(borrower)
                 raise
-            self._window.release(slot)
-            self._window.on_success(slot)
+            slots.release_on_behalf_of(borrower)
             return batch_item(job.index, job.prompt, value=value, id=job.id, attempts=attempts)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from trio.testing import MockClock
 
 from gradient_async import (
     APITimeoutError,
@@ -57,26 +60,47 @@ async def test_results_in_input_order_with_per_item_errors(
         ("Retry-After", "DATE", 1.0),
     ],
 )
-async def test_429_storm_pauses_batch_wide_and_finishes(
-    make_client: Callable[..., AsyncGradient],
-    server: FakeServer,
-    fake_sleep: FakeSleep,
-    header: str,
-    value: str,
-    min_wait: float,
+def test_429_storm_pauses_client_wide_and_finishes(
+    server: FakeServer, header: str, value: str, min_wait: float
 ) -> None:
+    """On trio's fake clock (real waits, no wall time): a storm of 429s pauses the client, not each call."""
     server.storm = 30
+    server.latency = 0.01
     server.retry_after = (header, http_date(3) if value == "DATE" else value)
-    async with make_client(max_concurrency=16) as client:
-        result = await client.completions.batch(MODEL, [f"p{i}" for i in range(200)])
-    assert result.ok == 200 and result.failed == 0
-    assert result.stats.rate_limited == 30
+    sent: dict[str, list[float]] = {}
+    pauses: list[float] = []
+    handler = server.handler
+
+    async def recording_handler(request: httpx.Request) -> httpx.Response:
+        sent.setdefault(json.loads(request.content)["query"], []).append(anyio.current_time())
+        return await handler(request)
+
+    async def recording_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await anyio.sleep(seconds)
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(recording_handler),
+            max_concurrency=16,
+            retry=RetryPolicy(sleep=recording_sleep),
+        )
+        async with client:
+            result = await client.completions.batch(MODEL, [f"p{i}" for i in range(200)])
+        assert result.ok == 200 and result.failed == 0
+        assert result.stats.rate_limited == 30
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
     assert server.handled < 1.3 * 200
     assert all(count == 1 for count in server.queries.values()) and len(server.queries) == 200
-    # The batch slept through each pause once (Retry-After as a floor), not once per 429.
-    floor = min_wait - 0.99 if value == "DATE" else min_wait  # an HTTP date has 1 s resolution
-    assert fake_sleep.waits and min(fake_sleep.waits) >= floor
-    assert len(fake_sleep.waits) < 30
+    # No prompt was sent again before its Retry-After (an HTTP date has 1 s resolution) ...
+    floor = min_wait - 0.99 if value == "DATE" else min_wait
+    assert all(times[1] - times[0] >= floor for times in sent.values() if len(times) > 1)
+    # ... and the batch slept through the storm's pause once, not once per 429.
+    assert 1 <= len([p for p in pauses if p >= floor]) < 30
 
 
 async def test_adaptive_window_under_a_concurrency_limited_server(
@@ -150,7 +174,7 @@ async def test_fail_fast_raises_the_first_error_and_cancels_the_rest(
     async with make_client(max_concurrency=4) as client:
         with pytest.raises(BadRequestError):
             await client.completions.batch(MODEL, prompts, fail_fast=True)
-        assert client._pool.limiter.borrowed_tokens == 0
+        assert client._pool.limiter.in_flight == 0
     assert server.handled < 100
     assert server.in_flight == 0
 
@@ -165,7 +189,7 @@ async def test_cancelling_the_caller_cancels_every_request(
         assert scope.cancelled_caught
         assert server.max_in_flight == 8
         assert server.in_flight == 0
-        assert client._pool.limiter.borrowed_tokens == 0
+        assert client._pool.limiter.in_flight == 0
 
 
 async def test_stream_batch_memory_is_bounded_by_the_window(
@@ -202,7 +226,7 @@ async def test_stream_batch_stops_early_and_cleans_up(
             async for _item in stream:
                 if stream.stats.done == 10:
                     break
-        assert client._pool.limiter.borrowed_tokens == 0
+        assert client._pool.limiter.in_flight == 0
     assert server.handled < 40
 
 
@@ -286,7 +310,7 @@ async def test_cancelling_the_consumer_stops_the_stream_at_once(
                     if yielded == 5:
                         scope.cancel()
         assert scope.cancelled_caught
-        assert client._pool.limiter.borrowed_tokens == 0
+        assert client._pool.limiter.in_flight == 0
     assert yielded == 5  # ready items are not handed out after the cancel
 
 

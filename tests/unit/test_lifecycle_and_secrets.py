@@ -45,7 +45,7 @@ async def test_with_options_shares_pool_and_limiter(make_client: Callable[..., A
     assert patient.config.retry.max_retries == 7 and client.config.retry.max_retries == 2
     assert patient.config.timeout.read == 600 and client.config.timeout.read == 120
     await patient.models.list()
-    assert patient._pool.limiter is client._pool.limiter and client._pool.limiter.total_tokens == 3
+    assert patient._pool.limiter is client._pool.limiter and client._pool.limiter.max_concurrency == 3
     await patient.aclose()  # a copy closes nothing
     assert not client.is_closed
     await client.aclose()
