@@ -739,14 +739,18 @@ class AsyncGradient:
         to the limiter: a 429 slows the whole client down, a success lets it speed up."""
         pool = self._pool
         limiter = pool.limiter
-        patient = PATIENT.get()  # batch workers: never shed, no pool timeout (the batch bounds itself)
-        try:
-            slot = await limiter.acquire(cost=cost, pool_timeout=None if patient else timeouts.pool, shed=not patient)
-        except PoolTimeoutError as exc:
-            exc.request = request
-            exc.message = f"{request.method} {request.url}: {exc.message}"
-            exc.args = (exc.message,)
-            raise
+        slot = limiter.try_acquire(cost)  # the common case: a free slot, nothing to wait for
+        if slot is None:
+            patient = PATIENT.get()  # batch workers: never shed, no pool timeout (the batch bounds itself)
+            try:
+                slot = await limiter.acquire(
+                    cost=cost, pool_timeout=None if patient else timeouts.pool, shed=not patient
+                )
+            except PoolTimeoutError as exc:
+                exc.request = request
+                exc.message = f"{request.method} {request.url}: {exc.message}"
+                exc.args = (exc.message,)
+                raise
         try:
             if pool.state is _State.CLOSED:
                 raise ClientClosedError("this AsyncGradient was closed; no new attempt is started")

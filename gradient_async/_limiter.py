@@ -331,24 +331,12 @@ class Limiter:
         Raises:
             QueueFullError, PoolTimeoutError, ClientClosedError.
         """
+        slot = self.try_acquire(cost)
+        if slot is not None:
+            return slot
         if self._closed:
             raise ClientClosedError("this AsyncGradient is closed; create a new client")
         slot = Slot()
-        if self._ready():
-            try:  # the common case: no wait, no trip through the event loop
-                self._slots.acquire_on_behalf_of_nowait(slot)
-            except anyio.WouldBlock:
-                pass
-            else:
-                if self._pacer is not None:
-                    self._pacer.take()
-                if self._rpm is not None:
-                    self._rpm.reserve()
-                if self._tpm is not None and cost:
-                    self._tpm.reserve(cost)  # may put later sends behind: a budget, not a gate, for big calls
-                slot.sent_at = self._clock()
-                self._throughput.start()
-                return slot
         if shed and self.max_queue is not None and self._waiting >= self.max_queue:
             raise QueueFullError(
                 f"{self._waiting} calls already wait for one of {self.max_concurrency} concurrency slots "
@@ -373,6 +361,26 @@ class Limiter:
                 f"no concurrency slot within the pool timeout of {pool_timeout} s "
                 f"({self.in_flight} in flight, {self._waiting} waiting); the request was not sent"
             )
+        slot.sent_at = self._clock()
+        self._throughput.start()
+        return slot
+
+    def try_acquire(self, cost: float = 0.0) -> Slot | None:
+        """A slot at once when nothing has to be waited for (no trip through the event loop), else
+        None: then `await acquire(...)`."""
+        if self._closed or not self._ready():
+            return None
+        slot = Slot()
+        try:
+            self._slots.acquire_on_behalf_of_nowait(slot)
+        except anyio.WouldBlock:
+            return None
+        if self._pacer is not None:
+            self._pacer.take()
+        if self._rpm is not None:
+            self._rpm.reserve()
+        if self._tpm is not None and cost:
+            self._tpm.reserve(cost)
         slot.sent_at = self._clock()
         self._throughput.start()
         return slot

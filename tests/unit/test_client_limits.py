@@ -239,3 +239,86 @@ def test_limits_are_validated() -> None:
         AsyncGradient(access_token="t", workspace_id="w", max_queue=-1)
     with pytest.raises(ValidationError, match="rate_control"):
         AsyncGradient(access_token="t", workspace_id="w", rate_control="on")  # type: ignore[arg-type]
+
+
+def test_a_flood_beyond_the_queue_is_shed_fast_and_leaks_nothing() -> None:
+    async def main() -> None:
+        server = Server(latency=0.5)
+        shed = ok = 0
+        async with client_for(server, max_concurrency=8, max_queue=50) as client:
+
+            async def call() -> None:
+                nonlocal shed, ok
+                try:
+                    await client.completions.create(ADAPTER_ID, query="q")
+                    ok += 1
+                except QueueFullError:
+                    shed += 1
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(1000):
+                    tg.start_soon(call)
+            assert (client.limiter.in_flight, client.limiter.waiting) == (0, 0)
+        assert ok == 58 and shed == 1000 - 58
+        assert server.max_running == 8 and len(server.arrivals) == 58
+
+    run(main)
+
+
+def test_two_clients_never_slow_each_other_down() -> None:
+    async def main() -> None:
+        limited = Server(latency=0.1, script=[(429, {"Retry-After": "5"})])
+        other = Server(latency=0.1)
+        async with client_for(limited) as a, client_for(other) as b, anyio.create_task_group() as tg:
+            tg.start_soon(lambda: a.completions.create(ADAPTER_ID, query="q"))
+            await anyio.sleep(0.5)  # a's 5 s pause runs
+            await b.completions.create(ADAPTER_ID, query="q")
+            assert anyio.current_time() == pytest.approx(0.6)
+
+    run(main)
+
+
+def test_the_deadline_covers_the_wait_in_a_429_pause() -> None:
+    from gradient_async import APITimeoutError, RetryPolicy
+
+    async def main() -> None:
+        server = Server(latency=0.1, script=[(429, {"Retry-After": "30"})])
+        async with client_for(server, retry=RetryPolicy(deadline=2.0)) as client, anyio.create_task_group() as tg:
+            tg.start_soon(lambda: client.with_options(retry=RetryPolicy()).completions.create(ADAPTER_ID, query="a"))
+            await anyio.sleep(0.5)
+            with pytest.raises(APITimeoutError, match="deadline"):
+                await client.completions.create(ADAPTER_ID, query="b")  # waits in the 30 s pause
+            assert anyio.current_time() == pytest.approx(2.5)
+            assert client.limiter.waiting == 1  # only the other call still waits
+            tg.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_draining_close_ends_calls_stuck_in_a_pause() -> None:
+    async def main() -> None:
+        server = Server(latency=0.1, script=[(429, {"Retry-After": "30"})] * 3)
+        client = client_for(server)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await client.completions.create(ADAPTER_ID, query="q")
+            except ClientClosedError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(call)
+            await anyio.sleep(0.5)
+            await client.aclose(timeout=2.0)  # drains for 2 s, then whoever still waits fails
+        assert anyio.current_time() == pytest.approx(2.5)
+        assert len(errors) == 3
+
+    run(main)
+
+
+def test_the_limiter_can_be_looked_at_before_the_loop_runs() -> None:
+    client = AsyncGradient(access_token="t", workspace_id="w", max_queue=3)
+    stats = client.limiter.stats()
+    assert (stats.in_flight, stats.waiting, stats.window) == (0, 0, 64)
