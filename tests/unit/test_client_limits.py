@@ -233,11 +233,11 @@ def test_close_fails_calls_waiting_in_a_429_pause_at_once() -> None:
 
 
 def test_limits_are_validated() -> None:
-    from gradient_async import ValidationError
+    from gradient_async import InputValidationError
 
-    with pytest.raises(ValidationError, match="max_queue"):
+    with pytest.raises(InputValidationError, match="max_queue"):
         AsyncGradient(access_token="t", workspace_id="w", max_queue=-1)
-    with pytest.raises(ValidationError, match="rate_control"):
+    with pytest.raises(InputValidationError, match="rate_control"):
         AsyncGradient(access_token="t", workspace_id="w", rate_control="on")  # type: ignore[arg-type]
 
 

@@ -316,13 +316,13 @@ def test_estimate_cost_reads_the_wire_body() -> None:
 
 
 def test_rate_control_rejects_bad_values() -> None:
-    from gradient_async import ValidationError
+    from gradient_async import InputValidationError
 
-    with pytest.raises(ValidationError, match="requests_per_minute"):
+    with pytest.raises(InputValidationError, match="requests_per_minute"):
         RateControl(requests_per_minute=0)
-    with pytest.raises(ValidationError, match="tokens_per_minute"):
+    with pytest.raises(InputValidationError, match="tokens_per_minute"):
         RateControl(tokens_per_minute=float("nan"))
-    with pytest.raises(ValidationError, match="adaptive"):
+    with pytest.raises(InputValidationError, match="adaptive"):
         RateControl(adaptive="yes")  # type: ignore[arg-type]
 
 
