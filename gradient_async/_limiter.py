@@ -65,10 +65,11 @@ on a round trip or two of a herd, so probe fast for the real limit."""
 PACE_HEADROOM = 0.9
 PACE_BACKOFF = 0.5
 PACE_MIN_BACKOFF = 0.95
+PACE_BLIND_BACKOFF = 0.8
 """On a 429 the pace drops to PACE_HEADROOM of the measured success rate (below the limit, so a
 server's burst allowance refills), but by no more than PACE_BACKOFF (a rate measured while the pace
 was still ramping up reads low) and no less than PACE_MIN_BACKOFF (a rate measured around a pause
-reads high) at once."""
+reads high) at once; by PACE_BLIND_BACKOFF when no success was measured at all."""
 MAX_PAUSE = 600.0
 """The longest client-wide pause one 429 can cause (callers pass at most RetryPolicy.max_retry_after)."""
 RATE_SPAN = 1.0
@@ -479,14 +480,19 @@ class Limiter:
         repeated = now - self._last_decrease < REPEAT_WINDOW
         self._last_decrease = now
         measured = self._throughput.rate(span=RATE_SPAN)
-        isolated = self.pace is not None and not repeated
-        if measured is not None:
-            if self.pace is None:
-                self._set_pace(measured)
+        if measured is None:  # too few successes in the last second (a pause, a slow server): look further back
+            measured = self._throughput.rate()
+        # Isolated: a paced flow that was succeeding (a measured rate) took one 429 after a quiet spell.
+        isolated = self.pace is not None and measured is not None and not repeated
+        if self.pace is not None:
+            self._growth = PACE_GROWTH
+            if measured is None:  # nothing measurable got through: that alone says the pace is too high
+                target = self.pace * PACE_BLIND_BACKOFF
             else:
-                self._growth = PACE_GROWTH
                 target = max(measured * PACE_HEADROOM, self.pace * PACE_BACKOFF)
-                self._set_pace(min(self.pace * PACE_MIN_BACKOFF, target))
+            self._set_pace(min(self.pace * PACE_MIN_BACKOFF, target))
+        elif measured is not None:
+            self._set_pace(measured)
         # Halve the window, but keep enough room for the pace at the observed latency. With no pace
         # yet, what succeeded since the last slow-down (about one round trip) is what the server
         # takes per round trip: no more than that goes out at once after the pause.
