@@ -259,16 +259,32 @@ async def test_input_errors_surface_without_exception_groups(make_client: Callab
             await client.completions.batch(MODEL, ["a"], progress="bar")  # type: ignore[arg-type]
 
 
-async def test_rate_limits_space_requests(make_client: Callable[..., AsyncGradient], fake_sleep: FakeSleep) -> None:
-    async with make_client() as client:
-        result = await client.completions.batch(
-            MODEL, ["x" * 40] * 5, requests_per_minute=600, tokens_per_minute=60_000, max_generated_token_count=10
+def test_rate_limits_space_requests(server: FakeServer) -> None:
+    """On trio's fake clock, so time passing under a loaded machine cannot change what is measured."""
+    arrivals: list[float] = []
+    handler = server.handler
+
+    async def recording_handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append(anyio.current_time())
+        return await handler(request)
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(recording_handler),
         )
-    assert result.ok == 5
-    # All five are admitted at once, so each reserves the next slot (the fake sleep does not advance time):
-    # 600 rpm -> 0.1 s apart; 20 estimated tokens each at 1000 tokens/s -> 0.02 s apart.
-    expected = [0.02, 0.04, 0.06, 0.08, 0.1, 0.2, 0.3, 0.4]
-    assert sorted(fake_sleep.waits) == pytest.approx(expected, abs=0.01)
+        async with client:
+            result = await client.completions.batch(
+                MODEL, ["x" * 40] * 5, requests_per_minute=600, tokens_per_minute=60_000, max_generated_token_count=10
+            )
+        assert result.ok == 5
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+    # 600 rpm -> one request every 0.1 s (20 estimated tokens each at 1000 tokens/s would allow one every 0.02 s)
+    start = min(arrivals)
+    assert sorted(t - start for t in arrivals) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=1e-6)
 
 
 async def test_embeddings_batch_chunks_and_orders(
