@@ -148,6 +148,10 @@ class LocalEngine:
         """Load the model now instead of on the first request."""
         await self._call(lambda: None)
 
+    def readiness(self) -> str | None:
+        """None while open (the model loads on first use); else why not."""
+        return "the local engine is closed" if self._closed else None
+
     async def create_adapter(self, adapter: AdapterSpec) -> None:
         self._check_slug(adapter.base_model_slug)
         rank = self._rank(adapter.rank)

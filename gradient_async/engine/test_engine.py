@@ -188,6 +188,12 @@ class TestEngine:
     def base_models(self) -> Sequence[BaseModelSpec]:
         return TEST_BASE_MODELS
 
+    async def warm_up(self) -> None:
+        """Nothing to load."""
+
+    def readiness(self) -> str | None:
+        return None
+
     def _path(self, adapter_id: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", adapter_id)
         return self._dir / f"{safe}.json"

@@ -67,7 +67,16 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
 
     @app.get("/health", tags=["health"], summary="Liveness")
     async def health() -> dict[str, object]:
-        return {"status": "ok", "engine": settings.engine, "baseModels": [b.slug for b in state.base_models]}
+        reason = state.engine.readiness()
+        body: dict[str, object] = {
+            "status": "ok",
+            "engine": settings.engine,
+            "ready": reason is None,
+            "baseModels": [b.slug for b in state.base_models],
+        }
+        if reason is not None:
+            body["notReady"] = reason
+        return body
 
     app.add_middleware(CallLogAndFaults, state=state)
     return app

@@ -13,13 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from gradient_async.engine.models import check_unique, parse_model_arg
+from gradient_async.engine.registry import ENGINES, EngineUnavailable, engine_choices, resolve_engine
 from gradient_async.server.faults import FaultSettings
 from gradient_async.server.settings import (
     ServerSettings,
     default_data_dir,
     generate_token,
     load_credentials,
-    resolve_engine,
 )
 
 __all__ = ["add_arguments", "build_settings", "run"]
@@ -31,11 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` options."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    summaries = "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
     parser.add_argument(
         "--engine",
-        choices=("auto", "test", "local"),
+        choices=engine_choices(),
         default="auto",
-        help="text engine: local (real small model), test (deterministic) or auto (local if installed; default)",
+        help=f"text engine ({summaries}); auto (default): the best one installed",
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        type=_model_arg,
+        default=[],
+        metavar="PATH[=NAME]",
+        help="a base model to serve: a Hugging Face model folder or a .gguf file (repeatable; "
+        "default: the packaged SmolLM2-135M-Instruct); nothing is downloaded",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="where models and adapters are kept")
     parser.add_argument("--config", type=Path, default=None, help='JSON file: {"credentials": [{token, workspaces}]}')
@@ -46,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-rps", type=float, default=None, help="answer 429 + Retry-After above this rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection RNG")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+
+
+def _model_arg(text: str) -> object:
+    try:
+        return parse_model_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None]:
@@ -62,11 +81,13 @@ def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None
     faults = FaultSettings(
         latency_ms=args.latency_ms, fail_rate=args.fail_rate, rate_limit_rps=args.rate_limit_rps, seed=args.seed
     )
+    engine, _ = resolve_engine(args.engine)
     settings = ServerSettings(
         data_dir=args.data_dir or default_data_dir(),
         credentials=credentials,
-        engine=resolve_engine(args.engine),
+        engine=engine,
         faults=faults,
+        models=check_unique(getattr(args, "models", None) or ()),
     )
     return settings, generated
 
@@ -85,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings, generated = build_settings(args)
         app = create_app(settings)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, EngineUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     url = f"http://{args.host}:{args.port}/api"

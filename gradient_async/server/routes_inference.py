@@ -38,7 +38,7 @@ async def complete(model_id: ModelId, body: CompleteBody, state: State, workspac
         auto_template=True if body.auto_template is None else body.auto_template,
         guidance_choices=tuple(body.guidance.value) if body.guidance is not None else None,
     )
-    result = await state.batcher.generate(request)
+    result = await state.engine.complete(request)
     return {"finishReason": result.finish_reason, "generatedOutput": result.text}
 
 
