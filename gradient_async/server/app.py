@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import APIRouter, FastAPI
 
 from gradient_async._version import __version__
@@ -47,7 +48,10 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.reopen()
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(state.warm_up)  # load models / start vLLM while /health already answers
+                yield
+                tg.cancel_scope.cancel()
         finally:
             await state.aclose()
 
@@ -67,7 +71,7 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
 
     @app.get("/health", tags=["health"], summary="Liveness")
     async def health() -> dict[str, object]:
-        reason = state.engine.readiness()
+        reason = state.readiness()
         body: dict[str, object] = {
             "status": "ok",
             "engine": settings.engine,

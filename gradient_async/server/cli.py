@@ -49,6 +49,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a base model to serve: a Hugging Face model folder or a .gguf file (repeatable; "
         "default: the packaged SmolLM2-135M-Instruct); nothing is downloaded",
     )
+    parser.add_argument(
+        "--vllm-url",
+        default=None,
+        metavar="URL",
+        help="--engine vllm: a running vLLM OpenAI-compatible server (it must see --data-dir at the same path); "
+        "default: start vLLM as a child process",
+    )
+    parser.add_argument(
+        "--vllm-python",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="--engine vllm: the Python of the vLLM virtualenv (default: $GRADIENT_VLLM_PYTHON or the one "
+        "`make vllm-venv` builds)",
+    )
+    parser.add_argument(
+        "--vllm-arg",
+        dest="vllm_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="--engine vllm: one more argument for the vLLM child, e.g. --vllm-arg=--tensor-parallel-size=2",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="where models and adapters are kept")
     parser.add_argument("--config", type=Path, default=None, help='JSON file: {"credentials": [{token, workspaces}]}')
     parser.add_argument("--token", default=None, help="access token to accept (default: generated and printed)")
@@ -88,7 +111,12 @@ def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None
         engine=engine,
         faults=faults,
         models=check_unique(getattr(args, "models", None) or ()),
+        vllm_url=getattr(args, "vllm_url", None),
+        vllm_python=getattr(args, "vllm_python", None),
+        vllm_args=tuple(getattr(args, "vllm_args", None) or ()),
     )
+    if settings.engine != "vllm" and (settings.vllm_url or settings.vllm_python or settings.vllm_args):
+        raise ValueError("--vllm-url, --vllm-python and --vllm-arg need --engine vllm")
     return settings, generated
 
 

@@ -85,7 +85,7 @@ class ServerSettings:
         faults: the fault knobs (mutable at run time).
         batch_max_size / batch_wait_ms: dynamic batching of completions (engines that batch in-process).
         models: `--model` sources (empty: the engine's default base model).
-        vllm_url / vllm_python: for the vllm engine (see `EngineOptions`).
+        vllm_url / vllm_python / vllm_args: for the vllm engine (see `EngineOptions`).
 
     Example::
 
@@ -101,6 +101,7 @@ class ServerSettings:
     models: tuple[ModelSource, ...] = ()
     vllm_url: str | None = None
     vllm_python: Path | None = None
+    vllm_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -121,6 +122,7 @@ class ServerSettings:
             batch_wait_ms=self.batch_wait_ms,
             vllm_url=self.vllm_url,
             vllm_python=self.vllm_python,
+            vllm_args=tuple(self.vllm_args),
         )
 
     def grant(self, token: str, workspace: str) -> None:

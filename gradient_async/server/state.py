@@ -63,6 +63,7 @@ class ServerState:
         self.calls: list[CallRecord] = []
         self._locks: dict[str, anyio.Lock] = {}
         self.closed = False
+        self.warm_up_error: str | None = None
 
     @classmethod
     def build(cls, settings: ServerSettings, engine: Engine | None = None) -> ServerState:
@@ -94,6 +95,18 @@ class ServerState:
         if lock is None:
             lock = self._locks[adapter_id] = anyio.Lock()
         return lock
+
+    async def warm_up(self) -> None:
+        """Load the engine now (the app's start-up runs this in the background). A failure is kept
+        for `readiness()`; requests then report the engine's own error."""
+        try:
+            await self.engine.warm_up()
+        except Exception as exc:
+            self.warm_up_error = f"the engine failed to start: {exc}"
+
+    def readiness(self) -> str | None:
+        """None when the engine can serve; otherwise why not (for /health)."""
+        return self.engine.readiness() or self.warm_up_error
 
     def reopen(self) -> None:
         """Ready to serve again after `aclose()` (each ASGI lifespan startup calls this)."""

@@ -37,7 +37,7 @@ def test_unknown_engine_names_the_choices() -> None:
 
 
 def _fake(name: str, reason: str | None, rank: int | None) -> EngineEntry:
-    return EngineEntry(name, name, lambda o: create_engine("test", o), lambda models: reason, rank)
+    return EngineEntry(name, name, lambda o: create_engine("test", o), lambda options: reason, rank)
 
 
 def test_auto_picks_the_best_available_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,3 +191,24 @@ async def test_health_reports_readiness(tmp_path: Path) -> None:
         assert body["ready"] is True and "notReady" not in body
     finally:
         await app.state.gradient.aclose()
+
+
+def test_vllm_availability_says_what_to_build(tmp_path: Path) -> None:
+    pytest.importorskip("peft", reason="the vllm engine trains with the [local] extra", exc_type=ImportError)
+    options = EngineOptions(data_dir=tmp_path, vllm_python=tmp_path / "missing" / "python")
+    reason = availability("vllm", options)
+    assert reason is not None and "make vllm-venv" in reason and "--vllm-url" in reason
+    with pytest.raises(EngineUnavailable, match="make vllm-venv"):
+        create_engine("vllm", options)
+    assert availability("vllm", EngineOptions(data_dir=tmp_path, vllm_url="http://127.0.0.1:1")) is None
+
+
+def test_vllm_flags_need_the_vllm_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gradient_async.cli import main
+
+    assert main(["serve", "--engine", "test", "--vllm-url", "http://x", "--data-dir", str(tmp_path)]) == 2
+    assert "need --engine vllm" in capsys.readouterr().err
+    missing = tmp_path / "no-python"
+    assert main(["serve", "--engine", "vllm", "--vllm-python", str(missing), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "make vllm-venv" in err
