@@ -130,6 +130,9 @@ class VllmChild:
         """Start the process (not yet ready: await `wait_ready`)."""
         if self.running:
             return
+        if self._proc is not None:  # a previous child died: end whatever it left in its process group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

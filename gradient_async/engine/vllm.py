@@ -144,6 +144,7 @@ class VllmEngine:
         self._start_lock: anyio.Lock | None = None
         self._adapter_locks: dict[str, anyio.Lock] = {}
         self._ready = False
+        self._starting = False
         self._failure: str | None = None
         self._tokenizer: Any = None
         self._served: dict[str, str] = {}  # adapter id -> LoRA name loaded in vLLM now
@@ -167,12 +168,15 @@ class VllmEngine:
     def readiness(self) -> str | None:
         if self._closed:
             return "the vllm engine is closed"
-        if self.child is not None and self._ready and not self.child.running:
-            return self.child.exit_message().splitlines()[0]
+        child = self.child
+        if child is not None and child.starts > 0 and not child.running and not self._starting:
+            return child.exit_message().splitlines()[0]
         if self._failure is not None:
             return self._failure.splitlines()[0]
+        if self._starting:
+            return "the vLLM server is starting"
         if not self._ready:
-            return "the vLLM server is starting" if self._start_lock is not None else "the vLLM server is not started"
+            return "the vLLM server is not started yet (it starts with the first request)"
         return None
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
@@ -189,7 +193,8 @@ class VllmEngine:
             response = await self._post("/v1/completions", body)
             if response.status_code == 404 and attempt == 0 and request.adapter_id is not None:
                 # the version we named was switched out meanwhile (a fine-tune or a restart): once more
-                self._served.pop(request.adapter_id, None) if self._served.get(request.adapter_id) == model else None
+                if self._served.get(request.adapter_id) == model:
+                    del self._served[request.adapter_id]
                 continue
             return completion_result(self._json_or_raise(response, "completion"))
         raise EngineError("the adapter's LoRA kept disappearing from vLLM", type="engineError", status_code=503)
@@ -221,7 +226,11 @@ class VllmEngine:
                 latest = self._latest_version(adapter_id)
                 name = None if latest is None else self._lora_version_name(adapter_id, latest)
             if name is not None and self._ready:
-                await self._unload(name)
+                try:
+                    await self._unload(name)
+                except EngineError as exc:
+                    if exc.status_code != 503:  # an unreachable/dead vLLM has nothing loaded to unload
+                        raise
             await self.trainer.delete_adapter(adapter_id)
             await anyio.to_thread.run_sync(shutil.rmtree, self._adapter_dir(adapter_id), True)
 
@@ -273,11 +282,14 @@ class VllmEngine:
                 death = child.exit_message() if child.returncode is not None else None
                 if child.starts > self.restarts:
                     raise _unavailable(f"{death or self._failure}\n(no restarts left; restart the server)")
+            self._starting = True
             try:
                 await self._start()
             except ChildFailed as exc:
                 self._failure = str(exc)
                 raise _unavailable(str(exc)) from None
+            finally:
+                self._starting = False
             self._failure = None
 
     async def _start(self) -> None:
@@ -344,7 +356,7 @@ class VllmEngine:
 
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         try:
-            return await self._client().post(f"{self._base_url}{path}", json=body)
+            response = await self._client().post(f"{self._base_url}{path}", json=body)
         except httpx.TimeoutException as exc:
             raise _unavailable(f"the vLLM server did not answer {path} within the timeout ({exc!r})") from None
         except httpx.TransportError as exc:
@@ -353,7 +365,13 @@ class VllmEngine:
             if child is not None and (not child.running or await child.wait_exit(2.0)):
                 self._ready = False
                 raise _unavailable(child.exit_message()) from None
-            raise _unavailable(f"the vLLM server at {self._base_url} is not reachable ({exc!r})") from None
+            message = f"the vLLM server at {self._base_url} is not reachable ({exc!r})"
+            if self.url is not None:
+                self._failure = message
+            raise _unavailable(message) from None
+        if self.url is not None and self._ready:
+            self._failure = None
+        return response
 
     @staticmethod
     def _json_or_raise(response: httpx.Response, what: str) -> Any:
