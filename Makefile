@@ -53,8 +53,9 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# CI runs everything; `make test PYTEST_ARGS='-m "not vllm"'` skips the tests that start a real vLLM.
 test: lint typecheck browser $(VLLM_STAMP)
-	GRADIENT_VLLM_PYTHON="$(VLLM_VENV)/bin/python" $(BIN)/python -m pytest -q -p no:cacheprovider
+	GRADIENT_VLLM_PYTHON="$(VLLM_VENV)/bin/python" $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/gradient-async demo
