@@ -182,7 +182,7 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
             prompts = args.prompts if args.prompts is not None else (64 if real else 200)
             concurrency = args.concurrency if args.concurrency is not None else (32 if real else 16)
             await _batch(client, prompts=prompts, concurrency=concurrency, progress=not args.no_progress)
-            await _evaluation(client, data_dir, local=local, fresh=args.fresh)
+            await _evaluation(client, data_dir, local=real, fresh=args.fresh)
     finally:
         await state.aclose()
     return 0 if flipped else 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gradient_async import AsyncGradient, BaseModel
+from gradient_async import AsyncGradient, BaseModelHandle
 from gradient_async.engine.models import parse_model_arg
 from gradient_async.server.store import base_model_id
 
@@ -37,7 +37,7 @@ async def test_two_models_are_served_with_stable_ids(tiny_model_dir: Path, tmp_p
             assert [(b.slug, b.name) for b in bases] == [("tiny-llama", "Tiny-Llama"), ("tiny-two", "Tiny Two")]
             assert [b.id for b in bases] == [base_model_id("tiny-llama"), base_model_id("tiny-two")]
             first, second = bases
-            assert isinstance(first, BaseModel) and isinstance(second, BaseModel)
+            assert isinstance(first, BaseModelHandle) and isinstance(second, BaseModelHandle)
             out = await second.complete(query="hi the answer", max_generated_token_count=4)
             assert out.finish_reason in ("stop", "length")
             adapter = await first.create_adapter(name="tiny-adapter")
@@ -75,7 +75,7 @@ async def test_a_gguf_file_is_a_base_model(tmp_path: Path) -> None:
         async with client_for(app) as client:
             [base] = await client.models.list(only_base=True)
             assert (base.slug, base.id) == ("smollm2-from-gguf", base_model_id("smollm2-from-gguf"))
-            assert isinstance(base, BaseModel)
+            assert isinstance(base, BaseModelHandle)
             out = await base.complete(query="What is 2+2?", max_generated_token_count=8)
             assert out.generated_output.strip()
     finally:
