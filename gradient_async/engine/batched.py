@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from gradient_async.engine.base import (
     AdapterSpec,
@@ -35,6 +36,12 @@ class BatchedEngine:
     def __init__(self, inner: BatchGenerator, *, max_batch_size: int = 32, max_wait_s: float = 0.002) -> None:
         self.inner = inner
         self.batcher = DynamicBatcher(inner, max_batch_size=max_batch_size, max_wait_s=max_wait_s)
+
+    def __getattr__(self, name: str) -> Any:
+        """Optional hooks of the inner engine (`count_tokens`, `context_tokens`, ...) pass through."""
+        if name == "inner":  # not set yet (during unpickling / copy): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     @property
     def base_models(self) -> Sequence[BaseModelSpec]:

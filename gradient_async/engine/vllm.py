@@ -165,6 +165,17 @@ class VllmEngine:
     async def warm_up(self) -> None:
         await self._ensure_ready()
 
+    def count_tokens(self, model_slug: str, text: str) -> int:
+        """Tokens of `text` by the model's tokenizer (a bytes/4 estimate before start-up); thread-safe."""
+        tok = self._tokenizer
+        if tok is None:
+            return max(1, len(text.encode("utf-8")) // 4)
+        return len(tok(text, add_special_tokens=False).input_ids)
+
+    def context_tokens(self, model_slug: str) -> int | None:
+        """The child's `--max-model-len`; None for a `--vllm-url` server (its own limit applies)."""
+        return self.child.max_model_len if self.child is not None else None
+
     def readiness(self) -> str | None:
         if self._closed:
             return "the vllm engine is closed"
@@ -295,16 +306,16 @@ class VllmEngine:
     async def _start(self) -> None:
         self._ready = False
         self._served.clear()  # a new vLLM has no adapters loaded
+        http = self._client()
+        if self.child is None:
+            self.served_name = await self._remote_model_name()  # an unreachable URL fails here, fast
         model_dir = await self._model_dir()
         if self._tokenizer is None:
             self._tokenizer = await anyio.to_thread.run_sync(_load_tokenizer, model_dir)
-        http = self._client()
         if self.child is not None:
             self.child.model_dir = model_dir
             self.child.start()
             await self.child.wait_ready(http, timeout=self.startup_timeout_s)
-        else:
-            self.served_name = await self._remote_model_name()
         if self._embeds_via_vllm is None:
             probe = await self._post("/v1/embeddings", {"model": self.served_name, "input": ["probe"]})
             self._embeds_via_vllm = probe.status_code == 200

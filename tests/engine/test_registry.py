@@ -212,3 +212,13 @@ def test_vllm_flags_need_the_vllm_engine(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["serve", "--engine", "vllm", "--vllm-python", str(missing), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "make vllm-venv" in err
+
+
+async def test_batched_engine_passes_optional_hooks_through(tmp_path: Path) -> None:
+    from gradient_async.engine.test_engine import TestEngine
+
+    inner = TestEngine(tmp_path)
+    engine = BatchedEngine(inner)
+    assert engine.fine_tune_calls == 0  # an attribute only the inner engine has
+    with pytest.raises(AttributeError):
+        _ = engine.no_such_hook

@@ -256,3 +256,10 @@ anyio.run(main)
     while Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text():
         assert time.monotonic() < deadline, "the vLLM child outlived its killed parent"
         time.sleep(0.05)
+
+
+async def test_token_hooks_use_the_model_tokenizer(engine: VllmEngine) -> None:
+    assert engine.count_tokens(MODEL.slug, "hi the answer") == 3  # estimate before start-up: 13 bytes // 4
+    await engine.warm_up()
+    assert engine.count_tokens(MODEL.slug, "hi the answer w1") == 4
+    assert engine.context_tokens(MODEL.slug) == 2048
