@@ -486,24 +486,26 @@ class AsyncGradient:
         clone._init(self._config.replace(**changes), self._pool, root=False)
         return clone
 
-    async def aclose(self, *, timeout: float = 0.0) -> None:
+    async def aclose(self, *, timeout: float | None = 0.0) -> None:
         """Close the client: no new call starts (`ClientClosedError`), then the connection pool is
         closed (unless you passed `http_client`). With `timeout`, calls already in flight get up to
-        that many seconds to finish first; any still running then fail with `ClientClosedError`
-        and are never retried. Copies made by `with_options` share the pool: closing one of them
-        closes nothing.
+        that many seconds to finish first (None: as long as they need); any still running then fail
+        with `ClientClosedError` and are never retried. Copies made by `with_options` share the pool:
+        closing one of them closes nothing.
 
         Example::
 
             await client.aclose(timeout=30)   # drain: let in-flight calls finish, at most 30 s
         """
+        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+            raise ValidationError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         pool = self._pool
         if not self._root or pool.state is _State.CLOSED:
             return
         try:
             if pool.state is _State.OPEN:
                 pool.state = _State.CLOSING
-                if timeout and pool.active:
+                if timeout != 0 and pool.active:
                     pool.drained = anyio.Event()
                     with anyio.move_on_after(timeout):
                         await pool.drained.wait()

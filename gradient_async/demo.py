@@ -16,12 +16,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import httpx
@@ -198,14 +199,38 @@ def run(args: argparse.Namespace) -> int:
     if (args.prompts is not None and args.prompts < 0) or (args.concurrency is not None and args.concurrency < 1):
         print("error: --prompts must be >= 0 and --concurrency >= 1", file=sys.stderr)
         return 2
-    if args.no_progress:  # no bar at all: libraries draw their own (transformers converts the GGUF behind one)
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         import fastapi  # noqa: F401
     except ImportError:
         print("error: the demo needs the [server] extra: pip install 'gradient-async[server]'", file=sys.stderr)
         return 2
+    quiet = _no_library_bars() if args.no_progress else contextlib.nullcontext()
+    with quiet:
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _no_library_bars() -> Iterator[None]:
+    """No tqdm bar at all while inside: libraries draw their own (transformers converts the GGUF behind one)."""
+    try:
+        from tqdm import std  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        yield
+        return
+    original = std.tqdm.__init__
+
+    def quiet_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    std.tqdm.__init__ = quiet_init
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.fresh:
             with tempfile.TemporaryDirectory(prefix="gradient-demo-") as tmp:

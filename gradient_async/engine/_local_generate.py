@@ -66,9 +66,9 @@ def generate_rows(
     caps: Sequence[int],
     sampling: Sampling,
     eos_ids: Sequence[int],
-    adapter_names: Sequence[str] | None,
 ) -> list[tuple[str, FinishReason]]:
-    """Generate for left-padded prompts; return (text, finish_reason) per row."""
+    """Generate for left-padded prompts; return (text, finish_reason) per row (the caller
+    chooses each row's adapter through the LoRA router)."""
     pad_id = int(tokenizer.pad_token_id)
     ids, mask = pad_batch(prompts, pad_id, left=True)
     config = GenerationConfig(
@@ -81,16 +81,12 @@ def generate_rows(
         config.temperature = sampling.temperature
         config.top_k = sampling.top_k or 0
         config.top_p = 1.0 if sampling.top_p is None else sampling.top_p
-    kwargs: dict[str, Any] = {}
-    if adapter_names is not None:
-        kwargs["adapter_names"] = list(adapter_names)
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
             generation_config=config,
             stopping_criteria=StoppingCriteriaList([_RowCaps(caps, ids.shape[1])]),
-            **kwargs,
         )
     new = out[:, ids.shape[1] :].tolist()
     eos = set(eos_ids)
@@ -110,16 +106,12 @@ def score_choices(
     pad_id: int,
     prompt: Sequence[int],
     choices: Sequence[Sequence[int]],
-    adapter_name: str | None,
 ) -> int:
     """Index of the choice with the highest total log-likelihood after the prompt."""
     seqs = [list(prompt) + list(c) for c in choices]
     ids, mask = pad_batch(seqs, pad_id, left=False)
-    kwargs: dict[str, Any] = {}
-    if adapter_name is not None:
-        kwargs["adapter_names"] = [adapter_name] * len(seqs)
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, **kwargs).logits.float()
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
         token_lp = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     scores = []

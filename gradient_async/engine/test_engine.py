@@ -32,8 +32,11 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -43,6 +46,7 @@ from typing import Any, Final
 
 import anyio
 
+from gradient_async._crashpoints import crash_point
 from gradient_async.engine.base import (
     AdapterSpec,
     BaseModelSpec,
@@ -53,7 +57,7 @@ from gradient_async.engine.base import (
     TrainingSample,
 )
 
-__all__ = ["TEST_BASE_MODELS", "TestEngine", "count_tokens", "tokenize"]
+__all__ = ["TEST_BASE_MODELS", "TestEngine", "count_tokens", "tokenize", "write_durably"]
 
 TEST_BASE_MODELS: Final = (
     BaseModelSpec(slug="gradient-test-model-mini", name="Gradient Test Model Mini"),
@@ -166,6 +170,12 @@ class _AdapterState:
 class TestEngine:
     """The deterministic engine behind `--engine test` (see the module docstring for its rules).
 
+    Durability: an adapter's JSON is written to a temporary file, flushed to disk, then renamed over
+    the old one, and the in-memory state changes only after the rename: a crash or a full disk leaves
+    the previous version, never half of one. Temporary files are removed on failure and at start-up;
+    a full disk is an `EngineError` with status 507. Tokenizing, training, generating and JSON
+    writing run in worker threads, so a large fine-tune never stalls the event loop.
+
     Args:
         data_dir: where adapter histories live (``data_dir/test/<adapter_id>.json``).
 
@@ -180,6 +190,8 @@ class TestEngine:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self._dir = Path(data_dir) / "test"
         self._dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self._dir.glob("*.tmp"):  # a crash mid-write: the previous version stands
+            leftover.unlink(missing_ok=True)
         self._states: dict[str, _AdapterState] = {}
         self._locks: dict[str, anyio.Lock] = {}
         self.fine_tune_calls = 0
@@ -192,6 +204,15 @@ class TestEngine:
         """Nothing to load."""
 
     def readiness(self) -> str | None:
+        """Always ready."""
+        return None
+
+    def count_tokens(self, model_slug: str, text: str) -> int:
+        """Tokens of `text` by the tokenize rule (the server's limit hook; thread-safe)."""
+        return count_tokens(text)
+
+    def context_tokens(self, model_slug: str) -> int | None:
+        """No context window of its own: the server's `context_tokens` limit applies."""
         return None
 
     def _path(self, adapter_id: str) -> Path:
@@ -214,27 +235,25 @@ class TestEngine:
             return state
         path = self._path(adapter_id)
 
-        def read() -> str | None:
+        def read() -> _AdapterState | None:
             try:
-                return path.read_text(encoding="utf-8")
+                raw = path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 return None
+            return _AdapterState.from_json(json.loads(raw))
 
-        raw = await anyio.to_thread.run_sync(read)
-        if raw is None:
+        loaded = await anyio.to_thread.run_sync(read)
+        if loaded is None:
             raise EngineError(f"unknown model adapter {adapter_id!r}", type="unknownModelAdapter", status_code=404)
-        state = _AdapterState.from_json(json.loads(raw))
-        self._states[adapter_id] = state
-        return state
+        return self._states.setdefault(adapter_id, loaded)
 
-    async def _save(self, adapter_id: str, state: _AdapterState) -> None:
+    async def _save(self, adapter_id: str, state: _AdapterState, text: str | None = None) -> None:
+        """Write `state` durably, then (only then) make it the one served from memory."""
         path = self._path(adapter_id)
-        text = json.dumps(state.to_json(), ensure_ascii=False)
 
         def write() -> None:
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            data = text if text is not None else json.dumps(state.to_json(), ensure_ascii=False)
+            write_durably(path, data)
 
         await anyio.to_thread.run_sync(write)
         self._states[adapter_id] = state
@@ -252,12 +271,12 @@ class TestEngine:
             await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        results = []
+        states: list[_AdapterState | None] = []
         for request in requests:
             self._check_slug(request.model_slug)
-            state = None if request.adapter_id is None else await self._load(request.adapter_id)
-            results.append(self._generate_one(request, state))
-        return results
+            states.append(None if request.adapter_id is None else await self._load(request.adapter_id))
+        pairs = list(zip(requests, states, strict=True))
+        return await anyio.to_thread.run_sync(lambda: [self._generate_one(r, st) for r, st in pairs])
 
     def _generate_one(self, request: GenerationRequest, state: _AdapterState | None) -> GenerationResult:
         max_tokens = request.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
@@ -279,37 +298,95 @@ class TestEngine:
     async def fine_tune(self, adapter: AdapterSpec, samples: Sequence[TrainingSample]) -> FineTuneOutcome:
         async with self._lock(adapter.adapter_id):
             self.fine_tune_calls += 1
-            state = await self._load(adapter.adapter_id)
-            tokens = 0
-            loss = 0.0
-            state.step += 1
-            for sample in samples:
-                text = "".join(seg.value for seg in sample.segments)
-                previous = state.memories.get(text)
-                seen = previous.count if previous else 0
-                sample_loss = 0.0
-                for seg in sample.segments:
-                    if not seg.trainable:
-                        continue
-                    pieces = tokenize(seg.value, parse_special_tokens=seg.parse_special_tokens)
-                    tokens += len(pieces)
-                    sample_loss += sum(_token_loss(t) for t in pieces)
-                loss += sample_loss * sample.multiplier * 0.5**seen
-                state.memories[text] = _Memory(text=text, count=seen + 1, last_step=state.step)
-            await self._save(adapter.adapter_id, state)
-            return FineTuneOutcome(trainable_tokens=tokens, sum_loss=round(loss, 6))
+            current = await self._load(adapter.adapter_id)
+            trained, outcome = await anyio.to_thread.run_sync(_train, current, samples)
+            if not math.isfinite(outcome.sum_loss):
+                raise EngineError("the loss of this fine-tune is not a finite number; nothing was applied", "nanLoss")
+            text = await anyio.to_thread.run_sync(lambda: json.dumps(trained.to_json(), ensure_ascii=False))
+            await self._save(adapter.adapter_id, trained, text)
+            return outcome
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = []
-        for text in texts:
-            raw = hashlib.shake_256(text.encode("utf-8")).digest(EMBEDDING_DIM * 2)
-            values = [(int.from_bytes(raw[i : i + 2], "big") / 65535.0) * 2 - 1 for i in range(0, len(raw), 2)]
-            norm = sum(v * v for v in values) ** 0.5 or 1.0
-            vectors.append([round(v / norm, 6) for v in values])
-        return vectors
+        return await anyio.to_thread.run_sync(lambda: [_embed_one(text) for text in texts])
 
     async def aclose(self) -> None:
         self._states.clear()
+
+
+def _train(current: _AdapterState, samples: Sequence[TrainingSample]) -> tuple[_AdapterState, FineTuneOutcome]:
+    """A trained copy of `current` (which is left as it was) and the outcome; runs in a worker thread."""
+    state = dataclasses.replace(current, memories=dict(current.memories), step=current.step + 1)
+    tokens = 0
+    loss = 0.0
+    for sample in samples:
+        text = "".join(seg.value for seg in sample.segments)
+        previous = state.memories.get(text)
+        seen = previous.count if previous else 0
+        sample_loss = 0.0
+        for seg in sample.segments:
+            if not seg.trainable:
+                continue
+            pieces = tokenize(seg.value, parse_special_tokens=seg.parse_special_tokens)
+            tokens += len(pieces)
+            sample_loss += sum(_token_loss(t) for t in pieces)
+        loss += sample_loss * sample.multiplier * 0.5**seen
+        state.memories[text] = _Memory(text=text, count=seen + 1, last_step=state.step)
+    return state, FineTuneOutcome(trainable_tokens=tokens, sum_loss=round(loss, 6))
+
+
+def _embed_one(text: str) -> list[float]:
+    raw = hashlib.shake_256(text.encode("utf-8")).digest(EMBEDDING_DIM * 2)
+    values = [(int.from_bytes(raw[i : i + 2], "big") / 65535.0) * 2 - 1 for i in range(0, len(raw), 2)]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Write `text` to `path` as one step: temp file, fsync, rename, fsync the folder.
+
+    On any failure the temp file is removed and `path` keeps its previous content; a full disk
+    raises `EngineError` (507, type `failed`).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        _write_file(tmp, text)
+        crash_point("test_engine.before_rename")
+        os.replace(tmp, path)
+        crash_point("test_engine.after_rename")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EngineError(
+                f"no space left in the data dir ({path.parent}); nothing was changed",
+                type="failed",
+                status_code=507,
+            ) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write and flush `text` to disk (the one place bytes reach the disk; tests make it fail)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not possible on every platform; the rename itself is atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _recall(state: _AdapterState | None, prompt: str) -> str | None:

@@ -1,6 +1,8 @@
 """The Gradient-compatible ASGI app: same routes, JSON and errors as https://api.gradient.ai/api.
 
-Routes live under `/api`; `/health` answers liveness and `/openapi.json` the schema.
+Routes live under `/api`; `/health` answers liveness, `/ready` readiness and `/openapi.json` the schema.
+Limits are checked at the edge (`EdgeLimits`: header and body bytes) and by the routes (tokens,
+samples, names) before any work; admission (queue, rates) comes next; see `ServerLimits`.
 `create_app` opens the catalogue and the engine at once (so the app also works through
 `httpx.ASGITransport`, which runs no lifespan); call `await app.state.gradient.aclose()` when
 done, or let uvicorn's shutdown do it.
@@ -17,15 +19,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 
 from gradient_async._version import __version__
 from gradient_async.engine.base import Engine
 from gradient_async.server import routes_embeddings, routes_inference, routes_models
+from gradient_async.server.bodies import (
+    StrictCompleteBody,
+    StrictCreateAdapterBody,
+    StrictEmbedBody,
+    StrictFineTuneBody,
+    add_body_schemas,
+)
+from gradient_async.server.edge import EdgeLimits
 from gradient_async.server.errors import install_error_handlers
 from gradient_async.server.middleware import CallLogAndFaults
+from gradient_async.server.responses import HealthOut, ReadyOut
 from gradient_async.server.settings import ServerSettings
 from gradient_async.server.state import ServerState
 
@@ -69,18 +82,55 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     api.include_router(routes_embeddings.router)
     app.include_router(api)
 
-    @app.get("/health", tags=["health"], summary="Liveness")
-    async def health() -> dict[str, object]:
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        response_model=HealthOut,
+        response_model_exclude_none=True,
+    )
+    async def health() -> HealthOut:
         reason = state.readiness()
-        body: dict[str, object] = {
-            "status": "ok",
-            "engine": settings.engine,
-            "ready": reason is None,
-            "baseModels": [b.slug for b in state.base_models],
-        }
-        if reason is not None:
-            body["notReady"] = reason
-        return body
+        return HealthOut(
+            engine=settings.engine,
+            base_models=[b.slug for b in state.base_models],
+            ready=reason is None,
+            not_ready=reason,
+        )
 
+    @app.get(
+        "/ready",
+        tags=["health"],
+        summary="Readiness: engine loaded and accepting work (503 when not)",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut}},
+    )
+    async def ready() -> Any:
+        admission = state.admission
+        limits = state.settings.limits
+        out = ReadyOut(
+            ready=not (state.closed or admission.closing)
+            and admission.in_flight < limits.max_queue
+            and state.readiness() is None,
+            engine=settings.engine,
+            queued=admission.in_flight,
+            max_queue=limits.max_queue,
+            requests=state.requests_in_flight,
+            shutting_down=admission.closing,
+        )
+        if out.ready:
+            return out
+        return JSONResponse(out.model_dump(by_alias=True), status_code=503)
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            add_body_schemas(schema, (StrictCompleteBody, StrictFineTuneBody, StrictCreateAdapterBody, StrictEmbedBody))
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(EdgeLimits, limits=lambda: state.settings.limits)
     app.add_middleware(CallLogAndFaults, state=state)
     return app

@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from gradient_async.server.errors import ApiError
 from gradient_async.server.state import ServerState
 
-__all__ = ["State", "Workspace", "get_state", "get_workspace"]
+__all__ = ["State", "Workspace", "caller_key", "get_state", "get_workspace"]
 
 _bearer = HTTPBearer(auto_error=False, description="Your access token")
 _workspace_header = APIKeyHeader(name="x-gradient-workspace-id", auto_error=False, description="Your workspace id")
@@ -65,7 +65,14 @@ def get_workspace(
         )
     if workspace not in creds[token]:
         raise ApiError(403, f"this access token may not use workspace {workspace!r}")
+    request.state.gradient_caller = token  # the admission key (rates are per access token); never logged
     return workspace
+
+
+def caller_key(request: Request) -> str:
+    """The access token of an authenticated request (the key of its rate buckets)."""
+    key: str = request.state.gradient_caller
+    return key
 
 
 Workspace = Annotated[str, Depends(get_workspace)]

@@ -7,7 +7,9 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,8 +18,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gradient_async.engine.base import EngineError
+from gradient_async.server.limits import LimitError
 
-__all__ = ["ApiError", "error_response", "install_error_handlers"]
+__all__ = ["ApiError", "disk_full", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger("gradient_async.server")
 
@@ -58,6 +61,20 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def disk_full(exc: BaseException) -> bool:
+    """True when `exc` (or an exception it was raised from) says the disk or quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(current, sqlite3.OperationalError) and "full" in str(current):
+            return True  # "database or disk is full"
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -86,6 +103,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return error_response(exc.status_code, exc.message, type=exc.type, payload=exc.payload, headers=exc.headers)
 
+    async def limit_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, LimitError)
+        return error_response(exc.status_code, exc.message, type=exc.type, payload=exc.payload())
+
     async def engine_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, EngineError)
         return error_response(exc.status_code, exc.message, type=exc.type, payload=exc.payload)
@@ -104,10 +125,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
 
     async def crash(request: Request, exc: Exception) -> JSONResponse:
+        if disk_full(exc):
+            logger.error("no space left in --data-dir: %s %s refused (%s)", request.method, request.url.path, exc)
+            return error_response(
+                507,
+                "no space left in --data-dir: the request changed nothing; retry once the server has disk space",
+                type="failed",
+            )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal server error: {type(exc).__name__}", type="failed")
 
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(LimitError, limit_error)
     app.add_exception_handler(EngineError, engine_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -34,7 +34,7 @@ class CallLogAndFaults:
         workspace: str | None = None
         for name, value in scope.get("headers", []):
             if name == b"x-gradient-workspace-id":
-                workspace = value.decode("latin-1")
+                workspace = value[:256].decode("latin-1")  # bounded: the edge refuses longer ones anyway
 
         async def record_send(message: Message) -> None:
             nonlocal status
@@ -42,6 +42,7 @@ class CallLogAndFaults:
                 status = int(message["status"])
             await send(message)
 
+        self.state.requests_in_flight += 1
         try:
             if path.startswith("/api/") or path == "/api":
                 decision = self.state.injector.decide()
@@ -63,6 +64,7 @@ class CallLogAndFaults:
                     return
             await self.app(scope, receive, record_send)
         finally:
+            self.state.requests_in_flight -= 1
             calls = self.state.calls
             if len(calls) >= _MAX_CALLS:
                 del calls[: _MAX_CALLS // 2]

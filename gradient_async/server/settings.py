@@ -23,6 +23,7 @@ from pathlib import Path
 from gradient_async.engine.models import ModelSource
 from gradient_async.engine.registry import ENGINES, EngineOptions, engine_choices
 from gradient_async.server.faults import FaultSettings
+from gradient_async.server.limits import ServerLimits
 
 __all__ = [
     "ServerSettings",
@@ -83,6 +84,7 @@ class ServerSettings:
         engine: a name in `gradient_async.engine.registry.ENGINES` ("test": deterministic,
             no ML deps; "local": the real small model; ...). Resolve "auto" before.
         faults: the fault knobs (mutable at run time).
+        limits: size, work and rate limits (see `ServerLimits`; replace the object to change them).
         batch_max_size / batch_wait_ms: dynamic batching of completions (engines that batch in-process).
         models: `--model` sources (empty: the engine's default base model).
         vllm_url / vllm_python / vllm_args: for the vllm engine (see `EngineOptions`).
@@ -96,6 +98,7 @@ class ServerSettings:
     credentials: dict[str, set[str]] = field(default_factory=dict)
     engine: str = "test"
     faults: FaultSettings = field(default_factory=FaultSettings)
+    limits: ServerLimits = field(default_factory=ServerLimits)
     batch_max_size: int = 32
     batch_wait_ms: float = 2.0
     models: tuple[ModelSource, ...] = ()

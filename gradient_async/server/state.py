@@ -9,18 +9,24 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
 
 import anyio
 
-from gradient_async.engine.base import Engine
+from gradient_async._crashpoints import crash_point
+from gradient_async.engine.base import AdapterSpec, Engine
 from gradient_async.engine.registry import create_engine
+from gradient_async.server.admission import Admission
 from gradient_async.server.errors import ApiError
 from gradient_async.server.faults import FaultInjector
 from gradient_async.server.settings import ServerSettings
 from gradient_async.server.store import AdapterRecord, BaseModelRecord, Store
 
 __all__ = ["CallRecord", "ModelTarget", "ServerState", "make_engine"]
+
+logger = logging.getLogger("gradient_async.server")
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,9 @@ class ServerState:
         self.base_models = store.sync_base_models(engine.base_models)
         self._by_id = {b.id: b for b in self.base_models}
         self.injector = FaultInjector(settings.faults)
+        self.admission = Admission(lambda: self.settings.limits)
         self.calls: list[CallRecord] = []
+        self.requests_in_flight = 0  # HTTP requests being answered (the call-log middleware counts them)
         self._locks: dict[str, anyio.Lock] = {}
         self.closed = False
         self.warm_up_error: str | None = None
@@ -84,10 +92,33 @@ class ServerState:
             kind = "unknownBaseModel" if model_id.endswith("_base_ml_model") else "unknownModelAdapter"
             raise ApiError(
                 404,
-                f"no model {model_id!r} in workspace {workspace!r}; list the models with GET /models",
+                f"no model {model_id[:64]!r} in workspace {workspace!r}; list the models with GET /models",
                 type=kind,
             )
         return ModelTarget(self._by_id[adapter.base_model_id], adapter)
+
+    async def create_adapter(self, record: AdapterRecord, spec: AdapterSpec) -> None:
+        """Create the engine's adapter, then its catalogue row; if the row cannot be written the engine's
+        adapter is removed again, so a failed create leaves nothing behind."""
+        await self.engine.create_adapter(spec)
+        crash_point("server.create_adapter.after_engine")
+        try:
+            await self.store.add_adapter(record)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.engine.delete_adapter(spec.adapter_id)
+                except Exception as exc:  # the original error matters more
+                    logger.warning("could not undo the engine adapter %s: %s", spec.adapter_id, exc)
+            raise
+
+    async def touch_adapter(self, adapter_id: str) -> None:
+        """Record a fine-tune's time in the catalogue. The engine already committed the new version, so
+        a failed write (disk full) is logged and the answer stays a success: the fine-tune was applied."""
+        try:
+            await self.store.touch_adapter(adapter_id)
+        except (OSError, sqlite3.Error, ApiError) as exc:
+            logger.warning("could not record the update time of %s: %s", adapter_id, exc)
 
     def adapter_lock(self, adapter_id: str) -> anyio.Lock:
         """The lock that serializes fine-tunes (and deletion) of one adapter."""
@@ -112,6 +143,7 @@ class ServerState:
         """Ready to serve again after `aclose()` (each ASGI lifespan startup calls this)."""
         self.store.reopen()
         self.closed = False
+        self.admission.closing = False
 
     async def aclose(self) -> None:
         if self.closed:

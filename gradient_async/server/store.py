@@ -24,6 +24,7 @@ from typing import Final, TypeVar
 import anyio
 
 from gradient_async.engine.base import BaseModelSpec
+from gradient_async.server.errors import ApiError, disk_full
 
 __all__ = ["AdapterRecord", "BaseModelRecord", "Store", "base_model_id", "new_adapter_id", "utc_now"]
 
@@ -129,7 +130,16 @@ class Store:
             with self._lock:
                 return fn(self._db)
 
-        return await anyio.to_thread.run_sync(locked)
+        try:
+            return await anyio.to_thread.run_sync(locked)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if disk_full(exc):
+                raise ApiError(
+                    507,
+                    "no space left in --data-dir: the catalogue was not changed; retry once there is space",
+                    type="failed",
+                ) from exc
+            raise
 
     def sync_base_models(self, specs: Sequence[BaseModelSpec]) -> list[BaseModelRecord]:
         """Register the engine's base models (at start-up, before serving)."""

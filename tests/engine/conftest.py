@@ -65,6 +65,37 @@ def one_step_engine(local_engine: Any, engine_dir: Path, tmp_path_factory: pytes
     anyio.run(engine.aclose)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(local_engine: Any, engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random two-layer Llama with SmolLM2's tokenizer: the engine's code paths in milliseconds."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    anyio.run(local_engine.warm_up)  # converts the GGUF (tokenizer included) into <engine_dir>/base/<slug>
+    source = engine_dir / "base" / local_engine.base_models[0].slug
+    target = tmp_path_factory.mktemp("tiny-model")
+    for f in source.iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+            shutil.copy2(f, target / f.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=local_engine._lm.model.config.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=local_engine._lm.tokenizer.bos_token_id,
+        eos_token_id=local_engine._lm.tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(target))
+    return target
+
+
 @dataclass(frozen=True)
 class SeedStory:
     adapter_id: str

@@ -137,7 +137,9 @@ async def test_delete_removes_files(local_engine: Any, engine_dir: Path) -> None
     [adapter_dir] = [
         p for p in (engine_dir / "adapters").iterdir() if '"to-delete"' in (p / "adapter.json").read_text()
     ]
-    assert (adapter_dir / "lora" / "adapter_model.safetensors").is_file()
+    current = (adapter_dir / "CURRENT").read_text()
+    assert (adapter_dir / current / "adapter_model.safetensors").is_file()
+    assert local_engine.adapter_path(spec.adapter_id) == adapter_dir / current
     await local_engine.delete_adapter(spec.adapter_id)
     assert not adapter_dir.exists()
     assert "to-delete" not in local_engine.loaded_adapters

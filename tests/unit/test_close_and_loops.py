@@ -39,7 +39,7 @@ async def test_aclose_with_timeout_drains_calls_in_flight() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(call)
         await anyio.wait_all_tasks_blocked()
-        tg.start_soon(lambda: client.aclose(timeout=30))
+        tg.start_soon(lambda: client.aclose(timeout=None))  # None: as long as the calls need
         await anyio.wait_all_tasks_blocked()
         assert client.is_closed
         with pytest.raises(ClientClosedError):  # no new call while draining
