@@ -2,7 +2,7 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,server,batch,local,langchain,compat,bench
+EXTRAS := dev,server,otel,batch,local,langchain,compat,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 # vLLM (for `--engine vllm`) pins its own torch/transformers, so it gets its own virtualenv, shared by
 # every checkout of this user (built once, ~3.5 GB). The server finds it at the same default path.

@@ -3,7 +3,9 @@
 3,000 completions at 32 in flight against the fast load server (in a child process, so its CPU
 is not charged to the client). Each client runs `--rounds` times, interleaved, and the median is
 kept. Prints a table with ratios to raw aiohttp, the batch engine's CPU per item against a single
-call's (the same completions sent as one `completions.batch`), and saves JSON to
+call's (the same completions sent as one `completions.batch`), the tracing cost (the default client,
+OpenTelemetry API installed but no provider set, and the client with an SDK provider exporting to nowhere,
+both against `tracing=False`; plus the per-call check timed alone), and saves JSON to
 benchmarks/results/overhead.json.
 
 Run::
@@ -16,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -80,9 +84,13 @@ async def run_httpx(api_url: str, n: int, concurrency: int) -> None:
         await _fan_out(n, concurrency, one)
 
 
-async def run_gradient_async(api_url: str, n: int, concurrency: int) -> None:
+async def run_gradient_async(api_url: str, n: int, concurrency: int, *, tracing: bool = True) -> None:
     async with AsyncGradient(
-        access_token="bench-token", workspace_id="bench-ws", base_url=api_url, max_concurrency=concurrency
+        access_token="bench-token",
+        workspace_id="bench-ws",
+        base_url=api_url,
+        max_concurrency=concurrency,
+        tracing=tracing,
     ) as client:
 
         async def one() -> None:
@@ -99,6 +107,68 @@ async def run_gradient_async_batch(api_url: str, n: int, concurrency: int) -> No
         result = await client.completions.batch(BASE_MODEL_ID, [QUERY] * n, max_generated_token_count=16)
         if result.failed:
             raise RuntimeError(f"{result.failed} batch items failed")
+
+
+async def run_gradient_async_untraced(api_url: str, n: int, concurrency: int) -> None:
+    """`tracing=False`: the client never looks for OpenTelemetry (the baseline of the tracing cost)."""
+    await run_gradient_async(api_url, n, concurrency, tracing=False)
+
+
+async def run_gradient_async_sdk(api_url: str, n: int, concurrency: int) -> None:
+    """With the OpenTelemetry SDK as the global tracer and meter provider, exporting to nowhere."""
+    with _sdk_providers():
+        await run_gradient_async(api_url, n, concurrency)
+
+
+@contextlib.contextmanager
+def _sdk_providers() -> Iterator[None]:
+    """Install SDK providers (BatchSpanProcessor + an exporter that drops spans; a metric reader that is
+    never collected) as the globals for the block, then restore the unset state. The API allows one
+    global provider per process, so this resets its private globals the way its own tests do."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.util._once import Once
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    def reset() -> None:
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+        metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+        metrics_internal._METER_PROVIDER = None
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    reset()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    try:
+        yield
+    finally:
+        reset()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+
+def instrumentation_start_ns(rounds: int = 200_000) -> float:
+    """Nanoseconds one unobserved call spends deciding there is nothing to observe (no provider, no hooks)."""
+    from gradient_async import RequestOptions
+    from gradient_async._hooks import Instrumentation
+
+    inst = Instrumentation()
+    options = RequestOptions("POST", f"/models/{BASE_MODEL_ID}/complete")
+    assert inst.start(options) is None, "a provider or hooks are set: this measures the unobserved path"
+    cpu = time.process_time_ns()
+    for _ in range(rounds):
+        inst.start(options)
+    return (time.process_time_ns() - cpu) / rounds
 
 
 async def run_official_sdk(api_url: str, n: int, concurrency: int) -> None:
@@ -152,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "raw httpx": run_httpx,
         "gradient_async": run_gradient_async,
         "gradient_async batch": run_gradient_async_batch,
+        "gradient_async tracing=False": run_gradient_async_untraced,
+        "gradient_async + OTel SDK": run_gradient_async_sdk,
     }
     if not args.no_peers:
         runners["official gradientai (threads)"] = run_official_sdk
@@ -192,6 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     results["gradient_async batch"]["cpu_ratio_vs_single_call"] = batch_ratio
     print(f"gradient_async batch CPU/item = {batch_ratio:.2f}x a single call's (goal <= 1.15x)")
+    untraced = results["gradient_async tracing=False"]["cpu_us_per_request"]
+    tracing = {
+        "no_provider_vs_tracing_false": results["gradient_async"]["cpu_us_per_request"] / untraced - 1.0,
+        "sdk_provider_vs_tracing_false": results["gradient_async + OTel SDK"]["cpu_us_per_request"] / untraced - 1.0,
+        "unobserved_check_ns": instrumentation_start_ns(),
+    }
+    tracing["unobserved_check_share"] = tracing["unobserved_check_ns"] / 1000.0 / untraced
+    print(
+        f"tracing cost per request: no provider {tracing['no_provider_vs_tracing_false']:+.1%} "
+        f"(the check alone: {tracing['unobserved_check_ns']:.0f} ns = {tracing['unobserved_check_share']:.2%}; "
+        f"goal < 3%), SDK provider + no-op exporter {tracing['sdk_provider_vs_tracing_false']:+.1%}"
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
@@ -203,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
                 "machine": platform.machine(),
                 "results": results,
+                "tracing_cost": tracing,
                 "server_requests": server_stats.get("requests"),
             },
             indent=2,

@@ -36,6 +36,7 @@ from gradient_async._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from gradient_async._hooks import CallEvent, Hooks, RequestEvent, ResponseEvent
 from gradient_async._retry import RetryEvent, RetryPolicy
 from gradient_async._version import __version__
 from gradient_async.objects import BaseModelHandle, Model, ModelAdapter
@@ -62,6 +63,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BaseModelHandle",
+    "CallEvent",
     "CapabilityFilter",
     "ClientClosedError",
     "ClientConfig",
@@ -72,6 +74,7 @@ __all__ = [
     "EmbeddingsResponse",
     "FineTuneResult",
     "GradientError",
+    "Hooks",
     "Guidance",
     "InputValidationError",
     "InternalServerError",
@@ -85,7 +88,9 @@ __all__ = [
     "Rag",
     "RateLimitError",
     "RawResponse",
+    "RequestEvent",
     "RequestOptions",
+    "ResponseEvent",
     "RetryEvent",
     "RetryPolicy",
     "Sample",

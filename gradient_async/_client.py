@@ -52,8 +52,9 @@ from gradient_async._errors import (
     ValidationError,
     make_status_error,
 )
+from gradient_async._hooks import CallScope, Hooks, Instrumentation
 from gradient_async._logs import setup_logging
-from gradient_async._retry import RetryEvent, RetryHook, RetryPolicy, logger
+from gradient_async._retry import RetryHook, RetryPolicy, logger
 from gradient_async._transport import AutoTransport, ResponseTooLarge
 from gradient_async._version import __version__
 
@@ -333,6 +334,9 @@ class AsyncGradient:
         http_client: your own `httpx.AsyncClient`; never closed by us.
         transport: an httpx transport for the client we build (e.g. `httpx.ASGITransport(app)`).
         default_headers: extra headers sent on every request.
+        hooks: `Hooks` called for every HTTP attempt, retry and finished call (also for batch items).
+        tracing: OpenTelemetry spans and metrics when the application has set a provider (default True).
+        trace_content: put prompt and completion text in spans (default False; the token never is).
 
     Example::
 
@@ -354,6 +358,9 @@ class AsyncGradient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         default_headers: Mapping[str, str] | None = None,
+        hooks: Hooks | None = None,
+        tracing: bool = True,
+        trace_content: bool = False,
     ) -> None:
         setup_logging()
         if http_client is not None and transport is not None:
@@ -386,12 +393,14 @@ class AsyncGradient:
             pool = _Pool(
                 http_client, None, max_concurrency=config.max_concurrency, max_response_bytes=config.max_response_bytes
             )
-        self._init(config, pool, root=True)
+        self._init(config, pool, root=True, instrumentation=Instrumentation.of(hooks, tracing, trace_content))
 
-    def _init(self, config: ClientConfig, pool: _Pool, *, root: bool) -> None:
+    def _init(self, config: ClientConfig, pool: _Pool, *, root: bool, instrumentation: Instrumentation) -> None:
         self._config = config
         self._pool = pool
         self._root = root
+        self._instrumentation = instrumentation  # hooks + OpenTelemetry (_hooks.py); with_options copies share it
+        self._server = httpx.URL(config.base_url)
         self._headers = httpx.Headers(
             {
                 "Authorization": f"Bearer {config.access_token.reveal()}",
@@ -420,6 +429,11 @@ class AsyncGradient:
     def config(self) -> ClientConfig:
         """The client's settings (the token inside is a `Secret`)."""
         return self._config
+
+    @property
+    def hooks(self) -> Hooks:
+        """The `Hooks` this client (and its `with_options` copies) calls."""
+        return self._instrumentation.hooks
 
     @property
     def is_closed(self) -> bool:
@@ -463,9 +477,10 @@ class AsyncGradient:
         max_retries: int | NotGiven = NOT_GIVEN,
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
+        hooks: Hooks | NotGiven = NOT_GIVEN,
     ) -> AsyncGradient:
         """A copy with other defaults, sharing this client's pool and concurrency limit.
-        `default_headers` are added to (and override) this client's.
+        `default_headers` are added to (and override) this client's; `hooks` replace its hooks.
 
         Example::
 
@@ -482,8 +497,11 @@ class AsyncGradient:
             merged = dict(self._config.default_headers)
             merged.update(_header_items(default_headers, "default_headers"))
             changes["default_headers"] = tuple(merged.items())
+        instrumentation = self._instrumentation
+        if not isinstance(hooks, NotGiven):
+            instrumentation = Instrumentation.of(hooks, instrumentation.tracing, instrumentation.trace_content)
         clone = object.__new__(AsyncGradient)
-        clone._init(self._config.replace(**changes), self._pool, root=False)
+        clone._init(self._config.replace(**changes), self._pool, root=False, instrumentation=instrumentation)
         return clone
 
     async def aclose(self, *, timeout: float | None = 0.0) -> None:
@@ -562,7 +580,22 @@ class AsyncGradient:
         One call = deadline scope (RetryPolicy.deadline, a wall clock over everything) → per attempt:
         concurrency slot (pool timeout) → send (bounded as a whole by the timeout) → status mapping;
         between attempts the policy's `next_wait` decides. Resources call this; users rarely need to.
+        Hooks and OpenTelemetry see the call through a `CallScope` (None when nothing observes it).
         """
+        scope = self._instrumentation.start(options, self._server)
+        if scope is None:
+            return await self._request(options, parse, None)
+        try:
+            value = await self._request(options, parse, scope)
+        except BaseException as exc:
+            await scope.failed(exc)
+            raise
+        await scope.finished(value)
+        return value
+
+    async def _request(
+        self, options: RequestOptions, parse: Callable[[Any], T] | None, scope: CallScope | None
+    ) -> T | None:
         pool = self._pool
         if pool.state is not _State.OPEN:
             raise ClientClosedError("this AsyncGradient is closed; create a new client")
@@ -579,12 +612,12 @@ class AsyncGradient:
         try:
             deadline = policy.deadline
             if deadline is None:
-                response, retries = await self._attempts(request, options, timeouts, policy, 0.0)
+                response, retries = await self._attempts(request, options, timeouts, policy, 0.0, scope)
             else:
                 try:
                     with anyio.fail_after(deadline):
                         response, retries = await self._attempts(
-                            request, options, timeouts, policy, anyio.current_time()
+                            request, options, timeouts, policy, anyio.current_time(), scope
                         )
                 except TimeoutError as exc:
                     raise APITimeoutError(
@@ -635,11 +668,12 @@ class AsyncGradient:
         timeouts: _Timeouts,
         policy: RetryPolicy,
         started: float,
+        scope: CallScope | None,
     ) -> tuple[httpx.Response, int]:
         """The one retry loop: attempt, ask `policy.next_wait`, wait, repeat. Nothing is built for it
         unless the first attempt fails and the call may be retried."""
         try:
-            return await self._send_once(request, timeouts), 0
+            return await self._attempt(request, timeouts, scope), 0
         except APIError as first:
             if policy.max_retries == 0:
                 raise
@@ -664,13 +698,26 @@ class AsyncGradient:
                 type(error).__name__,
                 wait,
             )
-            if options.on_retry is not None:
-                options.on_retry(RetryEvent(attempt=attempt, error=error, wait=wait))
+            if scope is not None:  # hooks, the deprecated per-call on_retry, spans and metrics
+                await scope.retry_scheduled(error, attempt, wait)
             await policy.sleep(wait)
             try:
-                return await self._send_once(request, timeouts), attempt
+                return await self._attempt(request, timeouts, scope), attempt
             except APIError as exc:
                 error = exc
+
+    async def _attempt(self, request: httpx.Request, timeouts: _Timeouts, scope: CallScope | None) -> httpx.Response:
+        """`_send_once`, reported to the call's hooks and spans when something observes it."""
+        if scope is None:
+            return await self._send_once(request, timeouts)
+        await scope.attempt_started(request)
+        try:
+            response = await self._send_once(request, timeouts)
+        except APIError as exc:
+            await scope.attempt_ended(request, None, exc)
+            raise
+        await scope.attempt_ended(request, response, None)
+        return response
 
     async def _send_once(self, request: httpx.Request, timeouts: _Timeouts) -> httpx.Response:
         """One attempt: a concurrency slot, then the exchange, bounded as a whole by the timeout."""

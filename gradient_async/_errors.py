@@ -52,6 +52,7 @@ __all__ = [
     "RateLimitError",
     "UnprocessableEntityError",
     "ValidationError",
+    "error_signature",
     "make_status_error",
     "parse_retry_after",
 ]
@@ -236,6 +237,19 @@ def _decode_body(response: httpx.Response) -> object:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def error_signature(exc: BaseException) -> str:
+    """What makes two errors the same failure: class, status, message and type, without the request id
+    (every answer has its own). For "N identical failures in a row" checks.
+
+    Example::
+
+        error_signature(err)   # "NotFoundError: 404: no model 'x' in workspace 'ws' type=unknownModelAdapter"
+    """
+    if isinstance(exc, APIStatusError):
+        return f"{type(exc).__name__}: {exc.status_code}: {exc.message} type={exc.error_type}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def make_status_error(response: httpx.Response) -> APIStatusError:

@@ -31,6 +31,7 @@ from gradient_async._batch.options import BatchKwargs, BatchOptions, CompletionB
 from gradient_async._batch.progress import ProgressCallback, TqdmProgress, resolve_progress
 from gradient_async._batch.runner import BatchRunner
 from gradient_async._errors import ValidationError
+from gradient_async._hooks import BatchObserver
 from gradient_async._retry import RetryPolicy
 from gradient_async.resources._base import path_id
 from gradient_async.resources.completions import build_complete_body
@@ -133,9 +134,13 @@ class BatchStream(Generic[T]):
 
 
 def _runner(
-    client: AsyncGradient, opts: BatchOptions, call: Callable[[Job[P]], Awaitable[T]], total: int | None
+    client: AsyncGradient,
+    opts: BatchOptions,
+    call: Callable[[Job[P]], Awaitable[T]],
+    total: int | None,
+    operation: tuple[str, str],
 ) -> BatchRunner[P, T]:
-    """The one place batch options become a runner."""
+    """The one place batch options become a runner. `operation`: (GenAI operation name, model) for tracing."""
     return BatchRunner(
         call,
         max_concurrency=client.config.max_concurrency if opts.max_concurrency is None else opts.max_concurrency,
@@ -146,6 +151,7 @@ def _runner(
         fail_fast=opts.fail_fast,
         progress=resolve_progress(opts.progress),
         total=total,
+        observer=BatchObserver.create(client._instrumentation, *operation),
     )
 
 
@@ -186,7 +192,9 @@ def stream_complete_batch(
         # the resource builds and checks the body (a bad item fails alone); the batch retries
         return await create(model_id, query=job.prompt, max_retries=0, **job.params)
 
-    runner: BatchRunner[str, Completion] = _runner(client, opts, call, known_length(prompts))
+    runner: BatchRunner[str, Completion] = _runner(
+        client, opts, call, known_length(prompts), ("text_completion", model_id)
+    )
     return BatchStream(runner, lambda: runner.iterate(prompts, make_job))
 
 
@@ -269,7 +277,9 @@ async def embed_batch(
 
     length = known_length(texts)
     total = None if length is None else math.ceil(length / chunk_size)
-    runner: BatchRunner[list[tuple[int, str]], list[list[float]]] = _runner(client, opts, call, total)
+    runner: BatchRunner[list[tuple[int, str]], list[list[float]]] = _runner(
+        client, opts, call, total, ("embeddings", slug)
+    )
     items: list[BatchItem[list[float]]] = []
     stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items), make_job))
     chunk_items = (await stream.collect()).items

@@ -32,6 +32,7 @@ from gradient_async._batch.items import BatchItem, BatchStats, Job, batch_item
 from gradient_async._batch.progress import ProgressCallback
 from gradient_async._batch.window import AdaptiveWindow
 from gradient_async._errors import APITimeoutError, GradientError, RateLimitError, ValidationError
+from gradient_async._hooks import BatchObserver
 from gradient_async._ratelimit import RateLimiter
 from gradient_async._retry import RetryPolicy
 
@@ -80,6 +81,7 @@ class BatchRunner(Generic[P, T]):
         fail_fast: stop at the first item that ends in an error, and raise it.
         progress: called with (done, total, ok, failed) after each item.
         total: number of items, when known.
+        observer: the client's `BatchObserver` (batch/item spans, item metrics, on_retry hooks), or None.
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class BatchRunner(Generic[P, T]):
         total: int | None = None,
         clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._call = call
+        self._observer = observer  # hooks + OpenTelemetry (_hooks.BatchObserver); None when nothing observes
         if clock is anyio.current_time:
             clock = _loop_clock()
         max_concurrency = _check_count(max_concurrency, "max_concurrency")
@@ -123,6 +127,8 @@ class BatchRunner(Generic[P, T]):
     ) -> AsyncGenerator[BatchItem[T], None]:
         """Items as they complete. `make_job(index, raw)` may raise GradientError: that item fails."""
         start = self._clock()
+        if self._observer is not None:
+            self._observer.started(self._total)
         send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
         held = anyio.Semaphore(self._held)
         fatal: BaseException | None = None
@@ -159,6 +165,8 @@ class BatchRunner(Generic[P, T]):
             raise collapse_excgroups(group) from None
         finally:
             self.stats.elapsed = self._clock() - start
+            if self._observer is not None:
+                self._observer.finished(self.stats.ok, self.stats.failed, self.stats.retried, fatal)
             close = getattr(self._progress, "close", None)
             if callable(close):
                 close()
@@ -206,7 +214,12 @@ class BatchRunner(Generic[P, T]):
         async with send:
             message: BatchItem[T] | _Fatal
             try:
-                message = await self._attempts(job)
+                if self._observer is None:
+                    message = await self._attempts(job)
+                else:
+                    with self._observer.item(job.index):  # this item's calls are its item span's children
+                        message = await self._attempts(job)
+                        self._observer.item_finished(message.error, message.attempts)
             except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
                 message = _Fatal(exc)
             try:
@@ -264,6 +277,8 @@ class BatchRunner(Generic[P, T]):
                 )
                 if wait is None:
                     return batch_item(job.index, job.prompt, error=err, id=job.id, attempts=attempts)
+                if self._observer is not None:
+                    await self._observer.retry_scheduled(err, attempts, wait)
                 if is_429:
                     self._window.on_rate_limited(wait, slot)  # the next acquire() waits it out, batch-wide
                 else:

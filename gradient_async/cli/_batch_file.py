@@ -30,6 +30,7 @@ from gradient_async._errors import (
     InputValidationError,
     NotFoundError,
     PermissionDeniedError,
+    error_signature,
 )
 from gradient_async.batch import BatchItem, stream_complete_batch
 from gradient_async.cli._errors import describe, os_reason
@@ -255,7 +256,7 @@ class _Streak:
         if error is None or not hopeless:
             self.signature, self.count = None, 0
             return False
-        signature = describe(error)
+        signature = error_signature(error)  # not describe(): request ids differ on every answer
         self.count = self.count + 1 if signature == self.signature else 1
         self.signature = signature
         return self.count >= self.limit

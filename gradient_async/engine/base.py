@@ -78,8 +78,11 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """`generated_tokens`: how many tokens the engine produced, when it knows (server metrics and spans)."""
+
     text: str
     finish_reason: FinishReason
+    generated_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,11 @@ class TrainingSample:
 
 @dataclass(frozen=True)
 class FineTuneOutcome:
+    """`steps`: optimizer steps the call ran, when the engine reports them (server metrics)."""
+
     trainable_tokens: int
     sum_loss: float
+    steps: int | None = None
 
 
 @dataclass

@@ -289,11 +289,12 @@ class TestEngine:
             if recalled is not None:
                 for choice in choices:
                     if recalled.lower().startswith(choice.lower()):
-                        return GenerationResult(choice, "stop")
-            return GenerationResult(choices[seed[0] % len(choices)], "stop")
+                        return GenerationResult(choice, "stop", len(tokenize(choice)))
+            choice = choices[seed[0] % len(choices)]
+            return GenerationResult(choice, "stop", len(tokenize(choice)))
         text = recalled if recalled is not None else _pseudo_text(seed)
         cut, truncated = _truncate(text, max_tokens)
-        return GenerationResult(cut, "length" if truncated else "stop")
+        return GenerationResult(cut, "length" if truncated else "stop", len(tokenize(cut)))
 
     async def fine_tune(self, adapter: AdapterSpec, samples: Sequence[TrainingSample]) -> FineTuneOutcome:
         async with self._lock(adapter.adapter_id):
@@ -331,7 +332,7 @@ def _train(current: _AdapterState, samples: Sequence[TrainingSample]) -> tuple[_
             sample_loss += sum(_token_loss(t) for t in pieces)
         loss += sample_loss * sample.multiplier * 0.5**seen
         state.memories[text] = _Memory(text=text, count=seen + 1, last_step=state.step)
-    return state, FineTuneOutcome(trainable_tokens=tokens, sum_loss=round(loss, 6))
+    return state, FineTuneOutcome(trainable_tokens=tokens, sum_loss=round(loss, 6), steps=1)
 
 
 def _embed_one(text: str) -> list[float]:

@@ -38,6 +38,7 @@ from gradient_async._errors import (
     InputValidationError,
     NotFoundError,
     PermissionDeniedError,
+    error_signature,
 )
 from gradient_async.batch import stream_complete_batch
 from gradient_async.evaluation.dataset import EvalItem, EvalItems, EvalSource, load_items
@@ -205,7 +206,7 @@ async def _run_model(
                 row = {"id": item.id, "index": index, "model": model, "answer": None, "error": error, "scores": {}}
                 out.write(_dump(row))
                 if _hopeless(result.error):
-                    streak.append(error)
+                    streak.append(error_signature(result.error))  # request ids differ on every answer
                     if len(streak) == STOP_AFTER and len(set(streak)) == 1:
                         out.flush()
                         return f"stopped after {STOP_AFTER} identical failures in a row: {error}"

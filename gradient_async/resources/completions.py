@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -50,7 +51,7 @@ class AsyncCompletions(AsyncResource):
             guidance: `{"type": "choice", "value": [...]}` restricts the output to one choice.
             rag: `{"collection_id": ...}` retrieves context first.
             timeout, max_retries, extra_headers, extra_query, extra_body: per-call options.
-            on_retry: called with a `RetryEvent` before each retry wait.
+            on_retry: deprecated (warns): use `AsyncGradient(hooks=Hooks(on_retry=[...]))`.
 
         Example::
 
@@ -59,6 +60,13 @@ class AsyncCompletions(AsyncResource):
         """
         path = f"/models/{path_id(model_id, 'model_id')}/complete"
         body = build_complete_body(query, params)
+        if on_retry is not None:
+            warnings.warn(
+                "completions.create(on_retry=...) is deprecated; pass AsyncGradient(hooks=Hooks(on_retry=[...])) "
+                "or client.with_options(hooks=...) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         result = await self._client.request(
             RequestOptions(
                 "POST",

@@ -38,6 +38,7 @@ from gradient_async.server.bodies import (
 from gradient_async.server.edge import EdgeLimits
 from gradient_async.server.errors import install_error_handlers
 from gradient_async.server.middleware import CallLogAndFaults
+from gradient_async.server.observability import install_observability
 from gradient_async.server.responses import HealthOut, ReadyOut
 from gradient_async.server.settings import ServerSettings
 from gradient_async.server.state import ServerState
@@ -133,4 +134,5 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(EdgeLimits, limits=lambda: state.settings.limits)
     app.add_middleware(CallLogAndFaults, state=state)
+    install_observability(app, state)  # last: its middleware must be the outermost
     return app

@@ -121,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-rps", type=float, default=None, help="answer 429 + Retry-After above this rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection RNG")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="text",
+        help="access log: one line per request as JSON or key=value text (default text); never the token",
+    )
     limits = parser.add_argument_group("limits (checked before any work; see the README)")
     for name, help_text in _LIMIT_HELP.items():
         default = getattr(DEFAULT_LIMITS, name)
@@ -241,8 +247,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: --token shows in ps; prefer {TOKEN_ENV} or --token-file", file=sys.stderr)
     # h11 refuses headers past this size itself (400); below it our 431 with a message applies.
     h11_limit = max(64 * 1024, 4 * settings.limits.max_header_bytes)
+    from gradient_async.server.access_log import configure_access_log
+
+    configure_access_log(args.log_format, level=args.log_level)  # our access line replaces uvicorn's
     serve(
         app,
+        access_log=False,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

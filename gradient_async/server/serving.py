@@ -67,13 +67,16 @@ def serve(
     log_level: str = "info",
     shutdown_timeout: float = 30.0,
     h11_max_incomplete_event_size: int = 64 * 1024,
+    access_log: bool = True,
 ) -> None:
-    """Serve `app` until a signal (see the module docstring)."""
+    """Serve `app` until a signal (see the module docstring). `access_log=False`: no uvicorn access lines
+    (`gradient-async serve` logs its own, see server/access_log.py)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        access_log=access_log,
         timeout_graceful_shutdown=math.ceil(shutdown_timeout),
         h11_max_incomplete_event_size=h11_max_incomplete_event_size,
     )

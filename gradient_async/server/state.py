@@ -21,6 +21,7 @@ from gradient_async.engine.registry import create_engine
 from gradient_async.server.admission import Admission
 from gradient_async.server.errors import ApiError
 from gradient_async.server.faults import FaultInjector
+from gradient_async.server.metrics import ServerMetrics
 from gradient_async.server.settings import ServerSettings
 from gradient_async.server.store import AdapterRecord, BaseModelRecord, Store
 
@@ -69,6 +70,7 @@ class ServerState:
         self.admission = Admission(lambda: self.settings.limits)
         self.calls: list[CallRecord] = []
         self.requests_in_flight = 0  # HTTP requests being answered (the call-log middleware counts them)
+        self.metrics = ServerMetrics()  # Prometheus instruments of this app (server/metrics.py)
         self._locks: dict[str, anyio.Lock] = {}
         self.closed = False
         self.warm_up_error: str | None = None

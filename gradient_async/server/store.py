@@ -192,6 +192,13 @@ class Store:
         )
         return cursor.rowcount > 0
 
+    async def adapter_counts(self) -> dict[str, int]:
+        """Adapters per workspace (for the `/metrics` gauge)."""
+        rows = await self._run(
+            lambda db: db.execute("SELECT workspace, COUNT(*) FROM adapters GROUP BY workspace").fetchall()
+        )
+        return {str(w): int(n) for w, n in rows}
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

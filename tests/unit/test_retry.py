@@ -14,6 +14,7 @@ import pytest
 from gradient_async import (
     APIConnectionError,
     AsyncGradient,
+    Hooks,
     InputValidationError,
     InternalServerError,
     RateLimitError,
@@ -207,7 +208,7 @@ async def test_retry_hook_and_debug_log(client: AsyncGradient, api: FakeAPI, cap
     api.add("POST", COMPLETE, httpx.Response(503), OK)
     events: list[RetryEvent] = []
     with caplog.at_level(logging.DEBUG, logger="gradient_async"):
-        await client.completions.create(ADAPTER_ID, query="q", on_retry=events.append)
+        await client.with_options(hooks=Hooks(on_retry=[events.append])).completions.create(ADAPTER_ID, query="q")
     assert [e.attempt for e in events] == [1]
     assert isinstance(events[0].error, InternalServerError)
     retry_lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
