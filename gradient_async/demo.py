@@ -46,11 +46,14 @@ _WORKSPACE: Final = "demo-workspace"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `demo` options."""
+    from gradient_async.engine.registry import engine_choices
+
     parser.add_argument(
         "--engine",
-        choices=("auto", "test", "local"),
+        choices=engine_choices(),
         default="auto",
-        help="auto (default): the local model if its packages import, else the deterministic test engine",
+        help="auto (default): the best engine installed (the local model if its packages import, "
+        "else the deterministic test engine)",
     )
     parser.add_argument(
         "--prompts",
@@ -148,32 +151,25 @@ async def _evaluation(client: AsyncGradient, data_dir: Path, *, local: bool, fre
 
 
 def _build_app(engine: str, data_dir: Path) -> FastAPI:
+    from gradient_async.engine.registry import ENGINES, resolve_engine
     from gradient_async.server.app import create_app
-    from gradient_async.server.settings import ServerSettings, local_engine_available
+    from gradient_async.server.settings import ServerSettings
 
-    if engine == "auto":
-        reason = local_engine_available()
-        engine = "local" if reason is None else "test"
-        print(f"engine: {engine}" + (f" ({reason})" if reason else " (real local model)"))
-    else:
-        print(f"engine: {engine}")
-    settings = ServerSettings(
-        data_dir=data_dir,
-        credentials={_TOKEN: {_WORKSPACE}},
-        engine="local" if engine == "local" else "test",
-    )
+    name, skipped = resolve_engine(engine)
+    print(f"engine: {name} ({ENGINES[name].summary})" + (f"; skipped {skipped}" if skipped else ""))
+    settings = ServerSettings(data_dir=data_dir, credentials={_TOKEN: {_WORKSPACE}}, engine=name)
     return create_app(settings)
 
 
 async def _main(args: argparse.Namespace, data_dir: Path) -> int:
     app = _build_app(args.engine, data_dir)
     state = app.state.gradient
-    max_fine_tunes = MAX_FINE_TUNES if state.settings.engine == "local" else 1
+    real = state.settings.engine != "test"
+    max_fine_tunes = MAX_FINE_TUNES if real else 1
     try:
-        warm_up = getattr(state.engine, "warm_up", None)
-        if warm_up is not None:  # load the model now, so the timings below are the calls' own
-            t = time.perf_counter()
-            await warm_up()
+        t = time.perf_counter()
+        await state.engine.warm_up()  # load the model now, so the timings below are the calls' own
+        if real:
             print(f"model loaded in {time.perf_counter() - t:.1f} s")
         async with AsyncGradient(
             access_token=_TOKEN,
@@ -184,11 +180,10 @@ async def _main(args: argparse.Namespace, data_dir: Path) -> int:
         ) as client:
             flipped = await _story(client, max_fine_tunes=max_fine_tunes)
             print("the answer flipped after fine-tuning" if flipped else "the answer did NOT flip after fine-tuning")
-            local = state.settings.engine == "local"
-            prompts = args.prompts if args.prompts is not None else (64 if local else 200)
-            concurrency = args.concurrency if args.concurrency is not None else (32 if local else 16)
+            prompts = args.prompts if args.prompts is not None else (64 if real else 200)
+            concurrency = args.concurrency if args.concurrency is not None else (32 if real else 16)
             await _batch(client, prompts=prompts, concurrency=concurrency, progress=not args.no_progress)
-            await _evaluation(client, data_dir, local=local, fresh=args.fresh)
+            await _evaluation(client, data_dir, local=real, fresh=args.fresh)
     finally:
         await state.aclose()
     return 0 if flipped else 1

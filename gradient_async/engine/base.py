@@ -1,4 +1,9 @@
-"""The engine protocol: what the local server needs from a text engine.
+"""The engine protocols: what the local server needs from a text engine.
+
+Two roles: a `Generator` serves completions and embeddings, a `Trainer` owns
+adapters and fine-tunes; an `Engine` is both (the vLLM engine serves with vLLM
+and trains with peft). A `BatchGenerator` takes whole batches and is wrapped in
+`BatchedEngine` (a `DynamicBatcher`) to become an `Engine`.
 
 An engine owns one or more base models and any number of adapters. The server
 keeps the catalogue (ids, names, workspaces) in SQLite; the engine only sees
@@ -7,10 +12,10 @@ under its own data directory.
 
 Example::
 
-    engine: Engine = TestEngine(data_dir)
-    await engine.create_adapter(AdapterSpec(adapter_id="...", base_model_slug="smollm2-135m"))
-    [result] = await engine.generate([GenerationRequest(model_slug="smollm2-135m",
-                                                        adapter_id="...", prompt="Hi")])
+    engine: Engine = BatchedEngine(TestEngine(data_dir))
+    await engine.create_adapter(AdapterSpec(adapter_id="...", base_model_slug="gradient-test-model"))
+    result = await engine.complete(GenerationRequest(model_slug="gradient-test-model",
+                                                     adapter_id="...", prompt="Hi"))
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from typing import Literal, Protocol, runtime_checkable
 __all__ = [
     "AdapterSpec",
     "BaseModelSpec",
+    "BatchGenerator",
     "Engine",
     "EngineError",
     "FineTuneOutcome",
     "GenerationRequest",
     "GenerationResult",
+    "Generator",
+    "Trainer",
     "TrainingSample",
     "TrainingSegment",
 ]
@@ -119,25 +127,67 @@ class EngineError(Exception):
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """What every engine implements. All methods are safe to call concurrently:
-    the engine serializes work on the same adapter itself and never blocks the
-    event loop (heavy work runs in a worker thread)."""
+class Generator(Protocol):
+    """The serving role: base models, completions, embeddings, readiness.
+
+    All methods are safe to call concurrently and never block the event loop.
+    `complete` takes one request; an engine that prefers batches implements
+    `BatchGenerator` instead and is wrapped in `BatchedEngine` (a `DynamicBatcher`).
+    """
 
     @property
     def base_models(self) -> Sequence[BaseModelSpec]: ...
 
+    async def warm_up(self) -> None:
+        """Load models / start processes now instead of on the first request (idempotent)."""
+        ...
+
+    def readiness(self) -> str | None:
+        """None when requests can be served; otherwise why not, in words (cheap, never blocks)."""
+        ...
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult: ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """The training role: adapters and their fine-tunes. The engine serializes work on one
+    adapter itself; a fine-tune is applied entirely or not at all."""
+
     async def create_adapter(self, adapter: AdapterSpec) -> None: ...
 
     async def delete_adapter(self, adapter_id: str) -> None: ...
+
+    async def fine_tune(self, adapter: AdapterSpec, samples: Sequence[TrainingSample]) -> FineTuneOutcome: ...
+
+
+@runtime_checkable
+class Engine(Generator, Trainer, Protocol):
+    """What the server drives: both roles (one object may delegate either role to another)."""
+
+
+@runtime_checkable
+class BatchGenerator(Trainer, Protocol):
+    """An engine that wants its completions batched: `generate` takes a batch; `BatchedEngine`
+    (a `DynamicBatcher` in front) turns it into an `Engine`. All methods are safe to call
+    concurrently and never block the event loop (heavy work runs in a worker thread)."""
+
+    @property
+    def base_models(self) -> Sequence[BaseModelSpec]: ...
+
+    async def warm_up(self) -> None: ...
+
+    def readiness(self) -> str | None: ...
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate for a batch (possibly mixing adapters); results in request order.
         Raise EngineError for a refusal that applies to the whole batch; per-request
         refusals are the batcher's job (it retries the members one by one)."""
         ...
-
-    async def fine_tune(self, adapter: AdapterSpec, samples: Sequence[TrainingSample]) -> FineTuneOutcome: ...
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 

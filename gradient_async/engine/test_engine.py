@@ -200,6 +200,13 @@ class TestEngine:
     def base_models(self) -> Sequence[BaseModelSpec]:
         return TEST_BASE_MODELS
 
+    async def warm_up(self) -> None:
+        """Nothing to load."""
+
+    def readiness(self) -> str | None:
+        """Always ready."""
+        return None
+
     def count_tokens(self, model_slug: str, text: str) -> int:
         """Tokens of `text` by the tokenize rule (the server's limit hook; thread-safe)."""
         return count_tokens(text)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
@@ -61,7 +62,10 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.reopen()
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(state.warm_up)  # load models / start vLLM while /health already answers
+                yield
+                tg.cancel_scope.cancel()
         finally:
             await state.aclose()
 
@@ -79,9 +83,21 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     api.include_router(routes_embeddings.router)
     app.include_router(api)
 
-    @app.get("/health", tags=["health"], summary="Liveness: the process answers", response_model=HealthOut)
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        response_model=HealthOut,
+        response_model_exclude_none=True,
+    )
     async def health() -> HealthOut:
-        return HealthOut(engine=settings.engine, base_models=[b.slug for b in state.base_models])
+        reason = state.readiness()
+        return HealthOut(
+            engine=settings.engine,
+            base_models=[b.slug for b in state.base_models],
+            ready=reason is None,
+            not_ready=reason,
+        )
 
     @app.get(
         "/ready",
@@ -94,7 +110,9 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
         admission = state.admission
         limits = state.settings.limits
         out = ReadyOut(
-            ready=not (state.closed or admission.closing) and admission.in_flight < limits.max_queue,
+            ready=not (state.closed or admission.closing)
+            and admission.in_flight < limits.max_queue
+            and state.readiness() is None,
             engine=settings.engine,
             queued=admission.in_flight,
             max_queue=limits.max_queue,

@@ -21,6 +21,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from gradient_async.engine.models import check_unique, parse_model_arg
+from gradient_async.engine.registry import ENGINES, EngineUnavailable, engine_choices, resolve_engine
 from gradient_async.server.faults import FaultSettings
 from gradient_async.server.limits import DEFAULT_LIMITS, ServerLimits
 from gradient_async.server.settings import (
@@ -28,7 +30,6 @@ from gradient_async.server.settings import (
     default_data_dir,
     generate_token,
     load_credentials,
-    resolve_engine,
 )
 
 __all__ = ["TOKEN_ENV", "add_arguments", "build_limits", "build_settings", "explicit_token", "is_loopback", "run"]
@@ -58,11 +59,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` options."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    summaries = "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
     parser.add_argument(
         "--engine",
-        choices=("auto", "test", "local"),
+        choices=engine_choices(),
         default="auto",
-        help="text engine: local (real small model), test (deterministic) or auto (local if installed; default)",
+        help=f"text engine ({summaries}); auto (default): the best one installed",
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        type=_model_arg,
+        default=[],
+        metavar="PATH[=NAME]",
+        help="a base model to serve: a Hugging Face model folder or a .gguf file (repeatable; "
+        "default: the packaged SmolLM2-135M-Instruct); nothing is downloaded",
+    )
+    parser.add_argument(
+        "--vllm-url",
+        default=None,
+        metavar="URL",
+        help="--engine vllm: a running vLLM OpenAI-compatible server (it must see --data-dir at the same path); "
+        "default: start vLLM as a child process",
+    )
+    parser.add_argument(
+        "--vllm-python",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="--engine vllm: the Python of the vLLM virtualenv (default: $GRADIENT_VLLM_PYTHON or the one "
+        "`make vllm-venv` builds)",
+    )
+    parser.add_argument(
+        "--vllm-arg",
+        dest="vllm_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="--engine vllm: one more argument for the vLLM child, e.g. --vllm-arg=--tensor-parallel-size=2",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="where models and adapters are kept")
     parser.add_argument("--config", type=Path, default=None, help='JSON file: {"credentials": [{token, workspaces}]}')
@@ -133,6 +168,13 @@ def explicit_token(args: argparse.Namespace) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
+def _model_arg(text: str) -> object:
+    try:
+        return parse_model_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None]:
     """Settings from the parsed options, plus the generated token (None when the user gave one)."""
     credentials: dict[str, set[str]] = load_credentials(args.config) if args.config else {}
@@ -153,13 +195,20 @@ def build_settings(args: argparse.Namespace) -> tuple[ServerSettings, str | None
     faults = FaultSettings(
         latency_ms=args.latency_ms, fail_rate=args.fail_rate, rate_limit_rps=args.rate_limit_rps, seed=args.seed
     )
+    engine, _ = resolve_engine(args.engine)
     settings = ServerSettings(
         data_dir=args.data_dir or default_data_dir(),
         credentials=credentials,
-        engine=resolve_engine(args.engine),
+        engine=engine,
         faults=faults,
         limits=build_limits(args),
+        models=check_unique(getattr(args, "models", None) or ()),
+        vllm_url=getattr(args, "vllm_url", None),
+        vllm_python=getattr(args, "vllm_python", None),
+        vllm_args=tuple(getattr(args, "vllm_args", None) or ()),
     )
+    if settings.engine != "vllm" and (settings.vllm_url or settings.vllm_python or settings.vllm_args):
+        raise ValueError("--vllm-url, --vllm-python and --vllm-arg need --engine vllm")
     return settings, generated
 
 
@@ -180,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         app = create_app(settings)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, EngineUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, sqlite3.Error) as exc:

@@ -112,6 +112,8 @@ class HealthOut(_Out):
     status: Literal["ok"] = "ok"
     engine: str
     base_models: list[str]
+    ready: bool = True
+    not_ready: str | None = None  # why the engine cannot serve yet (loading, child process dead, ...)
 
 
 class ReadyOut(_Out):

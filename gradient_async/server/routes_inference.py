@@ -91,7 +91,7 @@ async def complete(
         guidance_choices=tuple(body.guidance.value) if body.guidance is not None else None,
     )
     async with state.admission.admit(caller_key(request), cost_tokens=prompt + generation):
-        result = await state.batcher.generate(generation_request)
+        result = await state.engine.complete(generation_request)
     return CompletionOut(finish_reason=result.finish_reason, generated_output=result.text)
 
 

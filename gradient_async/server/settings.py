@@ -19,22 +19,18 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from gradient_async.engine.models import ModelSource
+from gradient_async.engine.registry import ENGINES, EngineOptions, engine_choices
 from gradient_async.server.faults import FaultSettings
 from gradient_async.server.limits import ServerLimits
 
 __all__ = [
-    "EngineName",
     "ServerSettings",
     "default_data_dir",
     "generate_token",
     "load_credentials",
-    "local_engine_available",
-    "resolve_engine",
 ]
-
-EngineName = Literal["test", "local"]
 
 
 def default_data_dir() -> Path:
@@ -42,38 +38,6 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("gradient-async")) / "server"
-
-
-def local_engine_available() -> str | None:
-    """None when the local engine and its ML packages import; else why not (a message to show)."""
-    import importlib
-
-    try:
-        importlib.import_module("gradient_async.engine.local")
-        from gradient_async.engine._local_model import locate_gguf
-
-        locate_gguf()
-    except ImportError as exc:
-        return f"the local engine is not available ({exc}); install the [local] extra"
-    except FileNotFoundError as exc:
-        return f"the local model file is missing ({exc})"
-    return None
-
-
-def resolve_engine(name: str) -> EngineName:
-    """'test' or 'local' as given; 'auto' picks local when it imports, else test.
-
-    Example::
-
-        resolve_engine("auto")   # "local" with the [local] extra installed, else "test"
-    """
-    if name == "test":
-        return "test"
-    if name == "local":
-        return "local"
-    if name == "auto":
-        return "local" if local_engine_available() is None else "test"
-    raise ValueError(f"engine must be 'auto', 'test' or 'local', got {name!r}")
 
 
 def generate_token() -> str:
@@ -117,10 +81,13 @@ class ServerSettings:
     Args:
         data_dir: SQLite catalogue and engine files live here.
         credentials: token -> workspaces it may use.
-        engine: "test" (deterministic, no ML deps) or "local" (the real small model).
+        engine: a name in `gradient_async.engine.registry.ENGINES` ("test": deterministic,
+            no ML deps; "local": the real small model; ...). Resolve "auto" before.
         faults: the fault knobs (mutable at run time).
         limits: size, work and rate limits (see `ServerLimits`; replace the object to change them).
-        batch_max_size / batch_wait_ms: dynamic batching of completions.
+        batch_max_size / batch_wait_ms: dynamic batching of completions (engines that batch in-process).
+        models: `--model` sources (empty: the engine's default base model).
+        vllm_url / vllm_python / vllm_args: for the vllm engine (see `EngineOptions`).
 
     Example::
 
@@ -129,20 +96,37 @@ class ServerSettings:
 
     data_dir: Path
     credentials: dict[str, set[str]] = field(default_factory=dict)
-    engine: EngineName = "test"
+    engine: str = "test"
     faults: FaultSettings = field(default_factory=FaultSettings)
     limits: ServerLimits = field(default_factory=ServerLimits)
     batch_max_size: int = 32
     batch_wait_ms: float = 2.0
+    models: tuple[ModelSource, ...] = ()
+    vllm_url: str | None = None
+    vllm_python: Path | None = None
+    vllm_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        if self.engine not in ("test", "local"):
-            raise ValueError(f"engine must be 'test' or 'local', got {self.engine!r}")
+        if self.engine not in ENGINES:
+            choices = ", ".join(c for c in engine_choices() if c != "auto")
+            raise ValueError(f"engine must be one of {choices} (resolve 'auto' first), got {self.engine!r}")
         if self.batch_max_size < 1:
             raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+
+    def engine_options(self) -> EngineOptions:
+        """What the engine factory gets: its files live under `data_dir/engine`."""
+        return EngineOptions(
+            data_dir=self.data_dir / "engine",
+            models=tuple(self.models),
+            batch_max_size=self.batch_max_size,
+            batch_wait_ms=self.batch_wait_ms,
+            vllm_url=self.vllm_url,
+            vllm_python=self.vllm_python,
+            vllm_args=tuple(self.vllm_args),
+        )
 
     def grant(self, token: str, workspace: str) -> None:
         """Let `token` use `workspace` (takes effect on the next request)."""

@@ -1,4 +1,4 @@
-"""What one running server holds: settings, catalogue, engine, batcher, locks and the call log.
+"""What one running server holds: settings, catalogue, engine, locks and the call log.
 
 Example::
 
@@ -9,17 +9,15 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
 from gradient_async._crashpoints import crash_point
 from gradient_async.engine.base import AdapterSpec, Engine
-from gradient_async.engine.batching import DynamicBatcher
+from gradient_async.engine.registry import create_engine
 from gradient_async.server.admission import Admission
 from gradient_async.server.errors import ApiError
 from gradient_async.server.faults import FaultInjector
@@ -51,23 +49,12 @@ class ModelTarget:
 
 
 def make_engine(settings: ServerSettings) -> Engine:
-    """The engine `settings.engine` names, storing its files under `data_dir/engine`.
+    """The engine `settings.engine` names (from the registry), files under `data_dir/engine`.
 
-    The local engine is imported only when asked for, so the test engine needs no ML packages.
+    Engines import their packages only when asked for, so the test engine needs no ML packages.
+    Raises `EngineUnavailable` (a RuntimeError) saying what to install.
     """
-    engine_dir = settings.data_dir / "engine"
-    if settings.engine == "local":
-        try:
-            module: Any = importlib.import_module("gradient_async.engine.local")
-        except ImportError as exc:
-            raise RuntimeError(
-                f"the local engine needs the [local] extra (pip install 'gradient-async[local]'): {exc}"
-            ) from exc
-        engine: Engine = module.LocalEngine(engine_dir)
-        return engine
-    from gradient_async.engine.test_engine import TestEngine
-
-    return TestEngine(engine_dir)
+    return create_engine(settings.engine, settings.engine_options())
 
 
 class ServerState:
@@ -77,9 +64,6 @@ class ServerState:
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.batcher = DynamicBatcher(
-            engine, max_batch_size=settings.batch_max_size, max_wait_s=settings.batch_wait_ms / 1000.0
-        )
         self.base_models = store.sync_base_models(engine.base_models)
         self._by_id = {b.id: b for b in self.base_models}
         self.injector = FaultInjector(settings.faults)
@@ -89,6 +73,7 @@ class ServerState:
         self.metrics = ServerMetrics()  # Prometheus instruments of this app (server/metrics.py)
         self._locks: dict[str, anyio.Lock] = {}
         self.closed = False
+        self.warm_up_error: str | None = None
 
     @classmethod
     def build(cls, settings: ServerSettings, engine: Engine | None = None) -> ServerState:
@@ -143,6 +128,18 @@ class ServerState:
         if lock is None:
             lock = self._locks[adapter_id] = anyio.Lock()
         return lock
+
+    async def warm_up(self) -> None:
+        """Load the engine now (the app's start-up runs this in the background). A failure is kept
+        for `readiness()`; requests then report the engine's own error."""
+        try:
+            await self.engine.warm_up()
+        except Exception as exc:
+            self.warm_up_error = f"the engine failed to start: {exc}"
+
+    def readiness(self) -> str | None:
+        """None when the engine can serve; otherwise why not (for /health)."""
+        return self.engine.readiness() or self.warm_up_error
 
     def reopen(self) -> None:
         """Ready to serve again after `aclose()` (each ASGI lifespan startup calls this)."""

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.local_model
 
 async def test_seed_story_through_the_sdk_and_server(local_engine: Any, engine_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("fastapi", reason="the server needs the [server] extra")
+    from gradient_async.engine import BatchedEngine
     from gradient_async.engine.local import LocalEngine
     from gradient_async.server.app import create_app
     from gradient_async.server.settings import ServerSettings
@@ -24,7 +25,7 @@ async def test_seed_story_through_the_sdk_and_server(local_engine: Any, engine_d
     await local_engine.warm_up()  # converts the packaged GGUF once into <engine_dir>/base/<slug>
     model_dir = engine_dir / "base" / local_engine.base_models[0].slug
     engine = LocalEngine(tmp_path / "engine", model_path=model_dir)
-    app = create_app(ServerSettings(data_dir=tmp_path, credentials={"tok": {"ws"}}), engine=engine)
+    app = create_app(ServerSettings(data_dir=tmp_path, credentials={"tok": {"ws"}}), engine=BatchedEngine(engine))
     async with AsyncGradient(
         access_token="tok",
         workspace_id="ws",

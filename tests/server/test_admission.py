@@ -51,8 +51,11 @@ async def test_full_queue_is_429_while_health_and_ready_answer(
 ) -> None:
     srv = gradient_server
     limited(srv, max_queue=1)
-    gate = Gate(srv.state.engine)
-    monkeypatch.setattr(srv.state.engine, "generate", gate.generate)
+    engine = srv.state.engine
+    while hasattr(engine, "inner"):  # the metrics and batching wrappers end at the engine that generates
+        engine = engine.inner
+    gate = Gate(engine)
+    monkeypatch.setattr(engine, "generate", gate.generate)
     path = f"/api/models/{srv.base_model_ids[-1]}/complete"
     answers: list[int] = []
     async with http(srv) as client, anyio.create_task_group() as tg:

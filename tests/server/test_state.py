@@ -12,6 +12,7 @@ import pytest
 from gradient_async import AsyncGradient, BaseModelHandle, NotFoundError
 from gradient_async.demo import ANSWER as SEED_ANSWER
 from gradient_async.demo import QUESTION as SEED_QUESTION
+from gradient_async.engine import BatchedEngine
 from gradient_async.engine.base import AdapterSpec, FineTuneOutcome, TrainingSample
 from gradient_async.engine.test_engine import TestEngine
 from gradient_async.server import ServerSettings, create_app
@@ -97,7 +98,7 @@ class SpyEngine(TestEngine):
 
 async def test_fine_tunes_of_one_adapter_are_serialized(tmp_path: Path) -> None:
     spy = SpyEngine(tmp_path / "engine")
-    app = create_app(ServerSettings(data_dir=tmp_path, credentials={"t": {"w"}}), engine=spy)
+    app = create_app(ServerSettings(data_dir=tmp_path, credentials={"t": {"w"}}), engine=BatchedEngine(spy))
     try:
         async with client_for(app) as client:
             base = (await client.models.list(only_base=True))[-1]
