@@ -6,7 +6,8 @@ Records (`type`):
 - `run`: the header: adapter, plan digest (dataset + settings), number of steps.
 - `sent`: written *before* a step's request leaves.
 - `confirmed`: written when the server answered it: tokens, loss, duration. A resumed run skips it.
-- `rejected`: the server refused it or it certainly never arrived, so it was not applied: safe to send again.
+- `rejected`: the server refused it before any work (4xx but 408, or 507) or it certainly never arrived, so
+  it was not applied: safe to send again. A 5xx or 408 leaves the step uncertain.
 - `eval`: the evaluation after an epoch (so a resumed run does not evaluate twice).
 
 A step with `sent` and nothing after it is *uncertain*: the process died (or the connection broke) after

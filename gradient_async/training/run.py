@@ -333,6 +333,11 @@ async def fine_tune_run(
     return result
 
 
+def _refused_before_work(error: APIStatusError) -> bool:
+    """Statuses that mean the fine-tune was certainly not applied."""
+    return (400 <= error.status_code < 500 and error.status_code != 408) or error.status_code == 507
+
+
 def _running_loss(records: Sequence[StepRecord]) -> float | None:
     tokens = sum(r.trainable_tokens for r in records)
     return None if tokens == 0 else sum(r.sum_loss for r in records) / tokens
@@ -347,9 +352,11 @@ async def _send(
     try:
         answer = await client.fine_tunes.create(adapter_id, samples=[train.sample(i) for i in step.indices])
     except (APIStatusError, APIConnectionError) as exc:
-        # The server refused it, or it never left: not applied, so a resumed run may send it again.
-        # Anything else (a broken connection after sending, a cancelled run) stays uncertain.
-        not_applied = isinstance(exc, APIStatusError) or not exc.sent
+        # The server refused it before any work (a 4xx other than 408, or 507: nothing changed), or it
+        # never left: not applied, so a resumed run may send it again. A 5xx or 408 may come after the
+        # adapter was trained (a proxy's 502, an engine that died after training), and anything else
+        # (a broken connection after sending, a cancelled run) stays uncertain too.
+        not_applied = _refused_before_work(exc) if isinstance(exc, APIStatusError) else not exc.sent
         if writer is not None and not_applied:
             writer.write({"type": "rejected", "step": step.number, "error": f"{type(exc).__name__}: {exc}"})
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -144,13 +145,34 @@ async def test_resume_skips_confirmed_steps_and_stops_on_uncertain(
 async def test_rejected_step_is_safe_to_resend(gradient_server: GradientServer, tmp_path: Path) -> None:
     adapter_id = await _adapter(gradient_server)
     ckpt = tmp_path / "ckpt.jsonl"
-    gradient_server.faults.fail_rate = 1.0  # every request answered 503: certainly not applied
-    with pytest.raises(Exception, match="503"):
+    settings = gradient_server.state.settings
+    default = settings.limits
+    settings.limits = dataclasses.replace(default, max_fine_tune_samples=1)  # 413 before any work
+    with pytest.raises(Exception, match="max_fine_tune_samples"):
         await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, batch_size=5, checkpoint=ckpt)
     kinds = [json.loads(line)["type"] for line in ckpt.read_text().splitlines()]
     assert kinds == ["run", "sent", "rejected"]
-    gradient_server.faults.fail_rate = 0.0
+    settings.limits = default
     run = await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, batch_size=5, checkpoint=ckpt, resume=True)
+    assert run.sent == 2
+
+
+async def test_a_5xx_leaves_the_step_uncertain(gradient_server: GradientServer, tmp_path: Path) -> None:
+    # A 5xx may come after the adapter was trained (a proxy's 502, an engine that died after training):
+    # a resumed run must not send that step again unless told to.
+    adapter_id = await _adapter(gradient_server)
+    ckpt = tmp_path / "ckpt.jsonl"
+    gradient_server.faults.fail_rate = 1.0  # every request answered 503
+    with pytest.raises(Exception, match="503"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, batch_size=5, checkpoint=ckpt)
+    kinds = [json.loads(line)["type"] for line in ckpt.read_text().splitlines()]
+    assert kinds == ["run", "sent"]
+    gradient_server.faults.fail_rate = 0.0
+    with pytest.raises(UncertainStepError, match="step 1 of 2"):
+        await fine_tune_run(gradient_server.client, adapter_id, SAMPLES, batch_size=5, checkpoint=ckpt, resume=True)
+    run = await fine_tune_run(
+        gradient_server.client, adapter_id, SAMPLES, batch_size=5, checkpoint=ckpt, resume=True, resend_uncertain=True
+    )
     assert run.sent == 2
 
 
