@@ -513,15 +513,19 @@ class AsyncGradient:
     async def aclose(self, *, timeout: float | None = 0.0) -> None:
         """Close the client: no new call starts (`ClientClosedError`), then the connection pool is
         closed (unless you passed `http_client`). With `timeout`, calls already in flight get up to
-        that many seconds to finish first (None: as long as they need); any still running then fail
-        with `ClientClosedError` and are never retried. Copies made by `with_options` share the pool:
+        that many seconds to finish first (None: as long as they need); then the pool's connections
+        are closed, so calls still running on them fail with `ClientClosedError` and are never retried
+        (with your own `http_client` or `transport`, nothing is cut: such calls finish, and no attempt
+        or retry starts after the close). Copies made by `with_options` share the pool:
         closing one of them closes nothing.
 
         Example::
 
             await client.aclose(timeout=30)   # drain: let in-flight calls finish, at most 30 s
         """
-        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
             raise ValidationError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         pool = self._pool
         if not self._root or pool.state is _State.CLOSED:

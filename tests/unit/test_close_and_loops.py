@@ -129,3 +129,13 @@ async def test_cancelling_a_call_frees_its_slot() -> None:
         out = await client.completions.create(ADAPTER_ID, query="q")  # the one slot is free again
         assert out.generated_output == "ok"
         assert client._pool.active == 0
+
+
+@pytest.mark.parametrize("timeout", [-1, "5", True, float("nan")])
+async def test_aclose_refuses_a_bad_timeout_and_stays_open(timeout: Any) -> None:
+    client = _gated_client(anyio.Event(), [])
+    with pytest.raises(GradientError, match="timeout must be a number of seconds"):
+        await client.aclose(timeout=timeout)
+    assert not client.is_closed
+    await client.aclose()
+    assert client.is_closed
