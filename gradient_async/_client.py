@@ -58,6 +58,7 @@ from gradient_async._errors import (
 from gradient_async._hooks import CallScope, Hooks, Instrumentation
 from gradient_async._limiter import PATIENT, Limiter, estimate_cost
 from gradient_async._logs import setup_logging
+from gradient_async._otel import record_limiter_pause, record_limiter_window
 from gradient_async._retry import RetryHook, RetryPolicy, logger
 from gradient_async._transport import AutoTransport, ResponseTooLarge
 from gradient_async._version import __version__
@@ -187,6 +188,7 @@ class _Pool:
         transport: httpx.AsyncBaseTransport | None,
         *,
         config: ClientConfig,
+        tracing: bool = True,
     ) -> None:
         self.http = http
         self.transport = transport  # the transport we built; None for a user's http_client
@@ -195,6 +197,7 @@ class _Pool:
         self.rate_control = config.rate_control
         self.sleep = config.retry.sleep
         self.max_response_bytes = config.max_response_bytes
+        self.tracing = tracing  # the limiter's window and pauses go to the OpenTelemetry metrics
         self.state = _State.OPEN
         self.active = 0  # calls in flight (between their start and their result)
         self.drained: anyio.Event | None = None
@@ -225,8 +228,15 @@ class _Pool:
         shared by every call, batch and `with_options` copy; created on first use, inside the loop."""
         if self._limiter is None:
             self._limiter = Limiter(
-                self.max_concurrency, max_queue=self.max_queue, control=self.rate_control, sleep=self.sleep
+                self.max_concurrency,
+                max_queue=self.max_queue,
+                control=self.rate_control,
+                sleep=self.sleep,
+                on_window=record_limiter_window if self.tracing else None,
+                on_pause=record_limiter_pause if self.tracing else None,
             )
+            if self.tracing:
+                record_limiter_window(self.max_concurrency, 0)
         return self._limiter
 
     # -- sending ------------------------------------------------------------------------------
@@ -385,9 +395,9 @@ class AsyncGradient:
                 max_connections=config.max_concurrency, keepalive_expiry=config.keepalive_expiry
             )
             http = httpx.AsyncClient(transport=built, timeout=config.timeout, follow_redirects=False)
-            pool = _Pool(http, built, config=config)
+            pool = _Pool(http, built, config=config, tracing=tracing)
         else:
-            pool = _Pool(http_client, None, config=config)
+            pool = _Pool(http_client, None, config=config, tracing=tracing)
         self._init(config, pool, root=True, instrumentation=Instrumentation.of(hooks, tracing, trace_content))
 
     def _init(self, config: ClientConfig, pool: _Pool, *, root: bool, instrumentation: Instrumentation) -> None:

@@ -245,6 +245,8 @@ class Limiter:
         control: adaptive 429 handling and RPM/TPM budgets; None for a plain concurrency cap.
         clock / sleep: injectable for tests (default: the loop's clock, `anyio.sleep`).
         decrease: the window's multiplicative decrease on a 429.
+        on_window / on_pause: called when the window changes (new size, previous size) and when a 429
+            pauses the client (seconds); the client passes its metric recorders here.
     """
 
     def __init__(
@@ -256,8 +258,12 @@ class Limiter:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         decrease: float = 0.5,
+        on_window: Callable[[int, int], None] | None = None,
+        on_pause: Callable[[float], None] | None = None,
     ) -> None:
         clock = clock or loop_clock()
+        self._on_window = on_window
+        self._on_pause = on_pause
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.adaptive = control is not None and control.adaptive
@@ -522,6 +528,8 @@ class Limiter:
         until = max(self._pause_until, now + wait)
         lag = self._rtt or 0.0  # the pipe empties one round trip after sends stop, and refills one after
         self._throughput.idle(max(now, self._pause_until) + lag, until + lag)
+        if self._on_pause is not None and until > self._pause_until:
+            self._on_pause(until - max(now, self._pause_until))
         self._pause_until = until
 
     def _set_pace(self, rate: float) -> None:
@@ -534,4 +542,7 @@ class Limiter:
     def _apply(self) -> None:
         tokens = max(1, int(self.size))
         if tokens != self._slots.total_tokens:
+            previous = int(self._slots.total_tokens)
             self._slots.total_tokens = tokens
+            if self._on_window is not None:
+                self._on_window(tokens, previous)

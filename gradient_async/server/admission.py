@@ -94,6 +94,7 @@ class Admission:
                 429,
                 f"the engine queue is full ({self.in_flight} requests; max_queue {limits.max_queue}); "
                 "retry after the Retry-After header",
+                payload={"limit": "max_queue", "maximum": limits.max_queue, "actual": self.in_flight},
                 headers=_after(wait),
             )
         now = self._clock()
@@ -110,6 +111,7 @@ class Admission:
                 raise ApiError(
                     429,
                     f"rate limit of this access token exceeded ({name}); retry after the Retry-After header",
+                    payload={"limit": name.split()[0]},
                     headers=_after(wait),
                 )
         for bucket, cost, _ in buckets:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gradient_async.server.errors import error_response
 from gradient_async.server.limits import LimitError, ServerLimits
+from gradient_async.server.metrics import record_rejection
 
 __all__ = ["EdgeLimits"]
 
@@ -74,6 +75,7 @@ def _too_large(limits: ServerLimits, actual: int | None) -> LimitError:
 
 
 async def _refuse(exc: LimitError, scope: Scope, receive: Receive, send: Send) -> None:
+    record_rejection(scope, status=exc.status_code, reason=exc.limit)
     response = error_response(
         exc.status_code,
         exc.message,

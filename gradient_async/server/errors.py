@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gradient_async.engine.base import EngineError
 from gradient_async.server.limits import LimitError
+from gradient_async.server.metrics import record_rejection
 
 __all__ = ["ApiError", "disk_full", "error_response", "install_error_handlers"]
 
@@ -101,10 +102,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
+        limit = (exc.payload or {}).get("limit")
+        if isinstance(limit, str):  # admission's 429s name the limit they hit
+            record_rejection(request, status=exc.status_code, reason=limit)
         return error_response(exc.status_code, exc.message, type=exc.type, payload=exc.payload, headers=exc.headers)
 
     async def limit_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LimitError)
+        record_rejection(request, status=exc.status_code, reason=exc.limit)
         return error_response(exc.status_code, exc.message, type=exc.type, payload=exc.payload())
 
     async def engine_error(request: Request, exc: Exception) -> JSONResponse:

@@ -230,3 +230,23 @@ def test_limiter_window_and_pauses_are_recorded(otel: Otel) -> None:
     [window] = otel.points("gradient.client.limiter.window")
     assert window.value == 4
     assert otel.total("gradient.client.limiter.pauses") == 1
+
+
+async def test_the_client_limiter_reports_its_window_and_pauses(otel: Otel) -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0.01"}, json={"message": "slow down"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or httpx.Response(200, json={"finishReason": "stop", "generatedOutput": "ok"})
+
+    async with AsyncGradient(
+        access_token="t",
+        workspace_id="w",
+        base_url="http://gradient.test/api",
+        transport=httpx.MockTransport(handler),
+        max_concurrency=8,
+    ) as client:
+        out = await client.completions.create("a_model_adapter", query="q")
+    assert out.generated_output == "ok"
+    assert otel.total("gradient.client.limiter.pauses") == 1  # the 429 paused the whole client once
+    [window] = otel.points("gradient.client.limiter.window")
+    assert 1 <= window.value < 8  # created at 8, then lowered by the 429

@@ -137,6 +137,25 @@ async def test_record_rejection_from_state_app_request_or_scope(gradient_server:
     assert value(samples, "gradient_limit_rejections_total", status="422", reason="too_many_tokens") == 1
 
 
+async def test_the_servers_own_limit_answers_are_counted_by_limit(gradient_server: GradientServer) -> None:
+    import dataclasses
+
+    srv = gradient_server
+    settings = srv.state.settings
+    settings.limits = dataclasses.replace(
+        settings.limits, max_body_bytes=1000, max_query_tokens=5, requests_per_minute=1
+    )
+    path = COMPLETE.format(model_id=srv.base_model_ids[-1])
+    assert (await raw(srv, "POST", path, content=b"x" * 2000)).status_code == 413  # at the edge
+    assert (await raw(srv, "POST", path, json={"query": "one two three four five six seven"})).status_code == 422
+    assert (await raw(srv, "POST", path, json={"query": "hi"})).status_code == 200
+    assert (await raw(srv, "POST", path, json={"query": "hi"})).status_code == 429  # admission: rate of this token
+    samples = await scrape(srv)
+    assert value(samples, "gradient_limit_rejections_total", status="413", reason="max_body_bytes") == 1
+    assert value(samples, "gradient_limit_rejections_total", status="422", reason="max_query_tokens") == 1
+    assert value(samples, "gradient_limit_rejections_total", status="429", reason="requests_per_minute") == 1
+
+
 async def test_every_response_carries_a_request_id(gradient_server: GradientServer) -> None:
     fresh = await raw(gradient_server, "GET", "/api/models")
     assert len(fresh.headers["x-request-id"]) == 32
