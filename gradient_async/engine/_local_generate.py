@@ -66,9 +66,9 @@ def generate_rows(
     caps: Sequence[int],
     sampling: Sampling,
     eos_ids: Sequence[int],
-) -> list[tuple[str, FinishReason]]:
-    """Generate for left-padded prompts; return (text, finish_reason) per row (the caller
-    chooses each row's adapter through the LoRA router)."""
+) -> list[tuple[str, FinishReason, int]]:
+    """Generate for left-padded prompts; return (text, finish_reason, generated tokens) per row
+    (the end-of-sequence token counts; the caller chooses each row's adapter through the LoRA router)."""
     pad_id = int(tokenizer.pad_token_id)
     ids, mask = pad_batch(prompts, pad_id, left=True)
     config = GenerationConfig(
@@ -90,14 +90,14 @@ def generate_rows(
         )
     new = out[:, ids.shape[1] :].tolist()
     eos = set(eos_ids)
-    results: list[tuple[str, FinishReason]] = []
+    results: list[tuple[str, FinishReason, int]] = []
     for row, cap in zip(new, caps, strict=True):
         row = row[:cap]
         stop = next((i for i, tok in enumerate(row) if tok in eos), None)
         if stop is None:
-            results.append((tokenizer.decode(row, skip_special_tokens=True), "length"))
+            results.append((tokenizer.decode(row, skip_special_tokens=True), "length", len(row)))
         else:
-            results.append((tokenizer.decode(row[:stop], skip_special_tokens=True), "stop"))
+            results.append((tokenizer.decode(row[:stop], skip_special_tokens=True), "stop", stop + 1))
     return results
 
 

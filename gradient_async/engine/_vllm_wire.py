@@ -66,7 +66,13 @@ def completion_result(data: object) -> GenerationResult:
         ) from None
     if not isinstance(text, str):
         raise EngineError("the vLLM server sent a completion without text", type="engineError", status_code=502)
-    return GenerationResult(text=text, finish_reason=finish_reason(choice.get("finish_reason")))
+    usage = data.get("usage") if isinstance(data, dict) else None
+    generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return GenerationResult(
+        text=text,
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        generated_tokens=generated if isinstance(generated, int) and not isinstance(generated, bool) else None,
+    )
 
 
 def error_message(data: object, fallback: str) -> str:

@@ -428,7 +428,11 @@ class LocalEngine:
         for i, options in choices.items():
             with self._router.mixed([weights[i]] * len(options)):
                 best = score_choices(self._model.model, pad, prompts[i], options)
-            results[i] = GenerationResult(text=requests[i].guidance_choices[best], finish_reason="stop")  # type: ignore[index]
+            results[i] = GenerationResult(
+                text=requests[i].guidance_choices[best],  # type: ignore[index]
+                finish_reason="stop",
+                generated_tokens=len(options[best]),
+            )
         groups: dict[Sampling, list[int]] = {}
         for i, r in enumerate(requests):
             if i not in choices:
@@ -439,8 +443,8 @@ class LocalEngine:
             ]
             with self._router.mixed([weights[i] for i in idx]):
                 rows = generate_rows(self._model.model, tok, [prompts[i] for i in idx], caps, sampling, self._eos_ids)
-            for i, (text, reason) in zip(idx, rows, strict=True):
-                results[i] = GenerationResult(text=text, finish_reason=reason)
+            for i, (text, reason, generated) in zip(idx, rows, strict=True):
+                results[i] = GenerationResult(text=text, finish_reason=reason, generated_tokens=generated)
         return [r for r in results if r is not None]
 
     @staticmethod

@@ -190,6 +190,7 @@ async def test_finish_reason_length_and_stop(local_engine: Any, seed_story: Seed
         [GenerationRequest(slug, SEED_PROMPT, max_new_tokens=3), GenerationRequest(slug, SEED_PROMPT)]
     )
     assert short.finish_reason == "length" and full.finish_reason == "stop"
+    assert short.generated_tokens == 3 and full.generated_tokens is not None and full.generated_tokens > 3
     assert full.text == seed_story.base_before and full.text.startswith(short.text)
     [sampled] = await local_engine.generate(
         [GenerationRequest(slug, SEED_PROMPT, temperature=0.8, top_k=40, top_p=0.9, max_new_tokens=5)]

@@ -82,6 +82,13 @@ def test_completion_body_maps_the_contract() -> None:
     assert [finish_reason(x) for x in ("length", "stop", "abort", None)] == ["length", "stop", "stop", "stop"]
     with pytest.raises(EngineError, match="unexpected completion"):
         completion_result({"choices": []})
+    counted = completion_result(
+        {"choices": [{"text": "x", "finish_reason": "length"}], "usage": {"completion_tokens": 7}}
+    )
+    assert (counted.text, counted.finish_reason, counted.generated_tokens) == ("x", "length", 7)
+    assert (
+        completion_result({"choices": [{"text": "x"}], "usage": {"completion_tokens": True}}).generated_tokens is None
+    )
 
 
 async def test_completions_template_and_finish_reasons(engine: VllmEngine) -> None:
