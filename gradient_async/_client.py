@@ -60,7 +60,7 @@ from gradient_async._limiter import PATIENT, Limiter, estimate_cost
 from gradient_async._logs import setup_logging
 from gradient_async._otel import record_limiter_pause, record_limiter_window
 from gradient_async._retry import RetryHook, RetryPolicy, logger
-from gradient_async._transport import AutoTransport, ResponseTooLarge
+from gradient_async._transport import AiohttpTransport, AutoTransport, Exchange, ResponseTooLarge
 from gradient_async._version import __version__
 
 if TYPE_CHECKING:
@@ -164,6 +164,81 @@ _UNBOUND: Final = object()
 _STOCK_TRANSPORT_LOOKUP: Final = getattr(httpx.AsyncClient, "_transport_for_url", None)
 
 
+class _Call:
+    """One call's HTTP request, prepared once (every attempt resends it). The `httpx.Request` is
+    built only when something needs it (hooks and spans, errors, a user's http client, respx);
+    unobserved calls on our aiohttp transport send the prepared parts directly."""
+
+    __slots__ = ("_request", "content", "extensions", "headers", "method", "pairs", "target", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: httpx.URL,
+        target: str,
+        headers: httpx.Headers,
+        pairs: list[tuple[str, str]],
+        content: bytes | None,
+        extensions: dict[str, Any],
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.target = target  # str(url), cached with it
+        self.headers = headers
+        self.pairs = pairs  # the headers as str pairs, for aiohttp
+        self.content = content
+        self.extensions = extensions
+        self._request: httpx.Request | None = None
+
+    @property
+    def request(self) -> httpx.Request:
+        """The call as an `httpx.Request` (built on first use; hooks may change its headers)."""
+        if self._request is None:
+            self._request = httpx.Request(
+                self.method, self.url, headers=self.headers, content=self.content, extensions=self.extensions
+            )
+        return self._request
+
+    def describe(self) -> str:
+        return f"{self.method} {self.url}"
+
+
+class _Answer:
+    """One attempt's HTTP answer: status, raw headers and whole body; the `httpx.Response` is built
+    only when something needs it (errors, hooks, `with_raw_response`)."""
+
+    __slots__ = ("_call", "_exchange", "_response", "content", "raw_headers", "status_code")
+
+    def __init__(self, call: _Call, exchange: Exchange | None = None, response: httpx.Response | None = None) -> None:
+        self._call = call
+        self._exchange = exchange
+        self._response = response
+        if exchange is not None:
+            self.status_code = exchange.status
+            self.raw_headers = exchange.headers
+            self.content = exchange.content
+        else:
+            assert response is not None
+            self.status_code = response.status_code
+            self.raw_headers = response.headers.raw
+            self.content = response.content
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def response(self) -> httpx.Response:
+        if self._response is None:
+            assert self._exchange is not None
+            self._response = self._exchange.response(self._call.request)
+        return self._response
+
+    @property
+    def request_id(self) -> str | None:
+        return _request_id(self.raw_headers)
+
+
 def _respx_patched() -> bool:
     """Whether respx (`respx.mock(using="httpx")`) has patched httpx's transport lookup: then requests
     go through httpx's public `send`, where respx intercepts them. The private attribute is only
@@ -241,11 +316,45 @@ class _Pool:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
+    def fast_transport(self) -> AiohttpTransport | None:
+        """Our aiohttp transport, when calls may use it without httpx objects (not under respx)."""
+        transport = self.transport
+        if type(transport) is not AutoTransport or _respx_patched():
+            return None
+        return transport.aiohttp_transport()
+
+    async def send(self, call: _Call) -> _Answer:
         """Send through the transport we built (skipping httpx's auth, redirect, cookie and hook
-        machinery, which the Gradient API never uses). A user's client, or httpx's transport lookup
-        patched by respx (`respx.mock(using="httpx")`), is used through the public `send`.
+        machinery, which the Gradient API never uses): on our aiohttp transport without building
+        httpx objects. A user's client, or httpx's transport lookup patched by respx
+        (`respx.mock(using="httpx")`), is used through the public `send`.
         Bodies over `max_response_bytes` raise ResponseTooLarge, without being read whole."""
+        fast = self.fast_transport()
+        if fast is not None:
+            request = call._request  # built only when hooks or spans observe the call
+            if request is None:
+                exchange = await fast.exchange(
+                    call.method,
+                    call.target,
+                    call.pairs,
+                    call.content,
+                    call.extensions["timeout"],
+                    self.max_response_bytes,
+                )
+            else:  # hooks may have changed its headers (traceparent)
+                exchange = await fast.exchange(
+                    call.method,
+                    call.target,
+                    [(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
+                    call.content,
+                    call.extensions["timeout"],
+                    self.max_response_bytes,
+                    request,
+                )
+            return _Answer(call, exchange=exchange)
+        return _Answer(call, response=await self._send_httpx(call.request))
+
+    async def _send_httpx(self, request: httpx.Request) -> httpx.Response:
         transport = self.transport
         if transport is None or _respx_patched():
             response = await self.http.send(request, stream=True)
@@ -303,7 +412,11 @@ class _Pool:
 
 def request_id_of(response: httpx.Response) -> str | None:
     """The server's request id (`x-request-id`, or `x-gradient-request-id`), if it sent one."""
-    for key, value in response.headers.raw:  # one pass over the raw pairs: cheaper than two lookups
+    return _request_id(response.headers.raw)
+
+
+def _request_id(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+    for key, value in raw_headers:  # one pass over the raw pairs: cheaper than two lookups
         lowered = key.lower()
         if lowered == b"x-request-id" or lowered == b"x-gradient-request-id":
             return value.decode("utf-8", "replace")
@@ -417,8 +530,11 @@ class AsyncGradient:
         )
         self._json_headers = self._headers.copy()
         self._json_headers["Content-Type"] = "application/json"
+        self._header_pairs = _str_pairs(self._headers)
+        self._json_header_pairs = _str_pairs(self._json_headers)
         self._timeouts = _Timeouts.of(config.timeout)
-        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[httpx.URL, str]] = {}
+        self._policies: dict[int, RetryPolicy] = {}
 
     # -- public surface -------------------------------------------------------------------
 
@@ -626,26 +742,26 @@ class AsyncGradient:
         timeouts = (
             self._timeouts if isinstance(options.timeout, NotGiven) else _Timeouts.of(to_httpx_timeout(options.timeout))
         )
-        request = self._build_request(options, timeouts)
+        call = self._prepare(options, timeouts)
         policy = self._config.retry
         if not isinstance(options.max_retries, NotGiven) and options.max_retries != policy.max_retries:
-            policy = dataclasses.replace(policy, max_retries=options.max_retries)
+            policy = self._policy_with(options.max_retries)
         pool.active += 1
         try:
             deadline = policy.deadline
             if deadline is None:
-                response, retries = await self._attempts(request, options, timeouts, policy, 0.0, scope)
+                answer, retries = await self._attempts(call, options, timeouts, policy, 0.0, scope)
             else:
                 try:
                     with anyio.fail_after(deadline):
-                        response, retries = await self._attempts(
-                            request, options, timeouts, policy, anyio.current_time(), scope
+                        answer, retries = await self._attempts(
+                            call, options, timeouts, policy, anyio.current_time(), scope
                         )
                 except TimeoutError as exc:
                     raise APITimeoutError(
-                        f"{request.method} {request.url}: no answer within the {deadline} s deadline "
+                        f"{call.describe()}: no answer within the {deadline} s deadline "
                         "(RetryPolicy.deadline bounds the whole call: slot wait, attempts, waits)",
-                        request=request,
+                        request=call.request,
                     ) from exc
         finally:
             pool.active -= 1
@@ -653,13 +769,22 @@ class AsyncGradient:
                 pool.drained.set()
         sink = _RAW_SINK.get()
         if sink is not None:
-            sink.append((response, retries))
+            sink.append((answer.response, retries))
         if parse is None:
             return None
-        return _parse(response, parse)
+        return _parse(answer, parse)
 
-    def _build_request(self, options: RequestOptions, timeouts: _Timeouts) -> httpx.Request:
-        """The HTTP request for `options`, built once per call (attempts resend it). Bodies are
+    def _policy_with(self, max_retries: int) -> RetryPolicy:
+        """The client's policy with another `max_retries` (kept: batches ask for 0 on every item)."""
+        policy = self._policies.get(max_retries)
+        if policy is None:
+            policy = dataclasses.replace(self._config.retry, max_retries=max_retries)
+            if len(self._policies) < 64:
+                self._policies[max_retries] = policy
+        return policy
+
+    def _prepare(self, options: RequestOptions, timeouts: _Timeouts) -> _Call:
+        """The HTTP request for `options`, prepared once per call (attempts resend it). Bodies are
         encoded with NaN and infinities refused, before anything is sent."""
         payload = options.json
         if options.extra_body is not None:
@@ -671,32 +796,39 @@ class AsyncGradient:
         params = options.params
         if options.extra_query is not None:
             params = {**(params or {}), **dict(_header_items(options.extra_query, "extra_query"))}
-        headers = self._headers if payload is None else self._json_headers
+        if payload is None:
+            headers, pairs = self._headers, self._header_pairs
+        else:
+            headers, pairs = self._json_headers, self._json_header_pairs
         if options.extra_headers is not None:
             headers = headers.copy()
             headers.update(_header_items(options.extra_headers, "extra_headers"))
-        return httpx.Request(
+            pairs = _str_pairs(headers)
+        url, target = self._url(options.path, params)
+        return _Call(
             options.method,
-            self._url(options.path, params),
-            headers=headers,
-            content=None if payload is None else _dumps(payload),
-            extensions={"timeout": timeouts.ext, "max_response_bytes": self._pool.max_response_bytes},
+            url,
+            target,
+            headers,
+            pairs,
+            None if payload is None else _dumps(payload),
+            {"timeout": timeouts.ext, "max_response_bytes": self._pool.max_response_bytes},
         )
 
     async def _attempts(
         self,
-        request: httpx.Request,
+        call: _Call,
         options: RequestOptions,
         timeouts: _Timeouts,
         policy: RetryPolicy,
         started: float,
         scope: CallScope | None,
-    ) -> tuple[httpx.Response, int]:
+    ) -> tuple[_Answer, int]:
         """The one retry loop: attempt, ask `policy.next_wait`, wait, repeat. Nothing is built for it
         unless the first attempt fails and the call may be retried."""
         cost = estimate_cost(options.json) if self._pool.limiter.counts_tokens else 0.0
         try:
-            return await self._attempt(request, timeouts, scope, cost), 0
+            return await self._attempt(call, timeouts, scope, cost), 0
         except APIError as first:
             if policy.max_retries == 0:
                 raise
@@ -728,26 +860,25 @@ class AsyncGradient:
             if wait > 0:
                 await policy.sleep(wait)
             try:
-                return await self._attempt(request, timeouts, scope, cost), attempt
+                return await self._attempt(call, timeouts, scope, cost), attempt
             except APIError as exc:
                 error = exc
 
-    async def _attempt(
-        self, request: httpx.Request, timeouts: _Timeouts, scope: CallScope | None, cost: float = 0.0
-    ) -> httpx.Response:
+    async def _attempt(self, call: _Call, timeouts: _Timeouts, scope: CallScope | None, cost: float = 0.0) -> _Answer:
         """`_send_once`, reported to the call's hooks and spans when something observes it."""
         if scope is None:
-            return await self._send_once(request, timeouts, cost)
+            return await self._send_once(call, timeouts, cost)
+        request = call.request
         await scope.attempt_started(request)
         try:
-            response = await self._send_once(request, timeouts, cost)
+            answer = await self._send_once(call, timeouts, cost)
         except APIError as exc:
             await scope.attempt_ended(request, None, exc)
             raise
-        await scope.attempt_ended(request, response, None)
-        return response
+        await scope.attempt_ended(request, answer.response, None)
+        return answer
 
-    async def _send_once(self, request: httpx.Request, timeouts: _Timeouts, cost: float = 0.0) -> httpx.Response:
+    async def _send_once(self, call: _Call, timeouts: _Timeouts, cost: float = 0.0) -> _Answer:
         """One attempt: admission by the client's limiter (a slot, any 429 pause, the pace; at most the
         pool timeout), then the exchange, bounded as a whole by the timeout. Every answer is reported
         to the limiter: a 429 slows the whole client down, a success lets it speed up."""
@@ -761,28 +892,28 @@ class AsyncGradient:
                     cost=cost, pool_timeout=None if patient else timeouts.pool, shed=not patient
                 )
             except PoolTimeoutError as exc:
-                exc.request = request
-                exc.message = f"{request.method} {request.url}: {exc.message}"
+                exc.request = call.request
+                exc.message = f"{call.describe()}: {exc.message}"
                 exc.args = (exc.message,)
                 raise
         try:
             if pool.state is _State.CLOSED:
                 raise ClientClosedError("this AsyncGradient was closed; no new attempt is started")
-            logger.debug("request: %s %s", request.method, request.url)
+            logger.debug("request: %s %s", call.method, call.url)
             if timeouts.attempt is None or pool.bounds_whole_attempt():
-                response = await pool.send(request)
+                answer = await pool.send(call)
             else:
                 with anyio.fail_after(timeouts.attempt):
-                    response = await pool.send(request)
+                    answer = await pool.send(call)
         except TimeoutError as exc:  # the whole-attempt bound
             raise APITimeoutError(
-                f"{request.method} {request.url} timed out: no complete response within {timeouts.attempt} s",
-                request=request,
+                f"{call.describe()} timed out: no complete response within {timeouts.attempt} s",
+                request=call.request,
             ) from exc
         except ResponseTooLarge as exc:
+            exc.response.request = call.request
             raise APIResponseValidationError(
-                f"the response of {request.method} {request.url} is larger than max_response_bytes "
-                f"({exc.size} > {exc.limit} bytes)",
+                f"the response of {call.describe()} is larger than max_response_bytes ({exc.size} > {exc.limit} bytes)",
                 response=exc.response,
                 body=None,
             ) from None
@@ -791,36 +922,40 @@ class AsyncGradient:
                 raise ClientClosedError("this AsyncGradient was closed while the call was in flight") from exc
             if isinstance(exc, httpx.TimeoutException):
                 sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-                raise APITimeoutError(
-                    f"{request.method} {request.url} timed out: {exc}", request=request, sent=sent
-                ) from exc
+                raise APITimeoutError(f"{call.describe()} timed out: {exc}", request=call.request, sent=sent) from exc
             sent = not isinstance(exc, httpx.ConnectError)
             raise APIConnectionError(
-                f"{request.method} {request.url} failed: {exc or type(exc).__name__}",
-                request=request,
+                f"{call.describe()} failed: {exc or type(exc).__name__}",
+                request=call.request,
                 sent=sent,
             ) from exc
         finally:
             limiter.release(slot)  # a no-op after on_success / on_rate_limited below
-        if not response.is_success:
-            error = make_status_error(response)
+        if not answer.is_success:
+            error = make_status_error(answer.response)
             if isinstance(error, RateLimitError):
                 policy = self._config.retry
                 wait = min(policy.compute_wait(0, error, _RNG), policy.max_retry_after)
                 limiter.on_rate_limited(slot, wait)  # the client-wide pause (unless rate control is off)
             raise error
         limiter.on_success(slot)
-        return response
+        return answer
 
-    def _url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
+    def _url(self, path: str, params: Mapping[str, str] | None) -> tuple[httpx.URL, str]:
         key = (path, tuple(params.items()) if params else ())
-        url = self._urls.get(key)
-        if url is None:
+        found = self._urls.get(key)
+        if found is None:
             url = httpx.URL(self._config.base_url + path, params=params)
+            found = (url, str(url))
             if len(self._urls) >= 512:
                 self._urls.clear()
-            self._urls[key] = url
-        return url
+            self._urls[key] = found
+        return found
+
+
+def _str_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """Header pairs as str (decoded once from the raw bytes; httpx re-detects the encoding per header)."""
+    return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in headers.raw]
 
 
 def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
@@ -843,11 +978,12 @@ def _dumps(payload: Any) -> bytes:
         raise ValidationError(f"the request body is not JSON-serializable: {exc}") from None
 
 
-def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
-    raw = response.content
+def _parse(answer: _Answer, parse: Callable[[Any], T]) -> T:
+    raw = answer.content
     try:
         data = json.loads(raw) if raw else None
     except ValueError as exc:
+        response = answer.response
         snippet = response.text[:200]
         raise APIResponseValidationError(
             f"expected a JSON body from {response.request.method} {response.request.url}, got: {snippet!r}",
@@ -857,13 +993,14 @@ def _parse(response: httpx.Response, parse: Callable[[Any], T]) -> T:
     try:
         value = parse(data)
     except (pydantic.ValidationError, ValueError, TypeError, KeyError) as exc:
+        response = answer.response
         raise APIResponseValidationError(
             f"the response of {response.request.method} {response.request.url} does not match the API contract: {exc}",
             response=response,
             body=data,
         ) from exc
     if isinstance(value, pydantic.BaseModel) and "_request_id" in type(value).__private_attributes__:
-        request_id = request_id_of(response)
+        request_id = answer.request_id
         if request_id is not None:
             value._request_id = request_id  # type: ignore[attr-defined]  # GradientModel's private field
     return value

@@ -15,12 +15,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "AutoTransport", "ResponseTooLarge"]
+__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge"]
 
 
 class ResponseTooLarge(Exception):
@@ -34,7 +36,7 @@ class ResponseTooLarge(Exception):
         self.limit = limit
 
 
-def _map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     """One place that turns aiohttp/asyncio failures into httpx's exception classes.
 
     Only a connect failure or connect timeout means the request was certainly never sent;
@@ -54,13 +56,40 @@ def _map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportErr
     return httpx.ReadError(message, request=request)
 
 
+@dataclass(slots=True)
+class Exchange:
+    """One finished HTTP/1.1 exchange as aiohttp delivers it: status, raw header pairs, whole body.
+    The client builds httpx objects from it only when something needs them (`response()`).
+
+    Example::
+
+        exchange = await transport.exchange("GET", url, [("Accept", "application/json")], None, {}, None)
+        print(exchange.status, exchange.content)
+    """
+
+    status: int
+    reason: str | None
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
+
+    def response(self, request: httpx.Request | None = None) -> httpx.Response:
+        """The exchange as an `httpx.Response` (body already read)."""
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if self.reason:
+            extensions["reason_phrase"] = self.reason.encode("ascii", "replace")
+        return httpx.Response(
+            self.status, headers=self.headers, content=self.content, request=request, extensions=extensions
+        )
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport that sends requests over one pooled aiohttp session (asyncio only).
 
     The session is created lazily inside the running loop and closed by `aclose()`.
     Bodies are read whole (the Gradient API never streams), which is also the fastest path.
     The `read` timeout bounds the whole exchange (aiohttp's `total`), so the client needs no
-    cancel scope of its own per attempt (`bounds_whole_attempt`).
+    cancel scope of its own per attempt (`bounds_whole_attempt`). `exchange()` is the same
+    exchange without httpx's request and response objects (the client's hot path).
     """
 
     bounds_whole_attempt = True
@@ -70,8 +99,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._timeout_key: Mapping[str, float | None] | None = None
+        self._timeout = aiohttp.ClientTimeout()
 
-    def _get_session(self, request: httpx.Request) -> aiohttp.ClientSession:
+    def _get_session(self, request: httpx.Request | None) -> aiohttp.ClientSession:
         if self._closed:  # never re-created after aclose(): a closed client sends nothing
             raise httpx.ConnectError("the transport is closed", request=request)
         if self._session is None:
@@ -89,40 +120,62 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def _client_timeout(self, timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's timeout fields as aiohttp's; the last one is kept (clients reuse one mapping)."""
+        if timeouts is not self._timeout_key:
+            self._timeout = aiohttp.ClientTimeout(
+                total=timeouts.get("read"),  # the whole exchange: a server trickling bytes cannot stretch it
+                connect=timeouts.get("pool"),
+                sock_connect=timeouts.get("connect"),
+                sock_read=timeouts.get("read"),
+            )
+            self._timeout_key = timeouts
+        return self._timeout
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+        limit: int | None,
+        request: httpx.Request | None = None,
+    ) -> Exchange:
+        """Send one request and read its whole body (at most `limit` bytes, else ResponseTooLarge).
+        Failures are httpx's transport errors, carrying `request` when given."""
         session = self._get_session(request)
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        limit: int | None = request.extensions.get("max_response_bytes")
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.get("read"),  # the whole exchange: a server trickling bytes cannot stretch it
-            connect=timeouts.get("pool"),
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
-        body = request.content or None
         try:
             async with session.request(
-                request.method,
-                str(request.url),
-                # raw bytes decoded once (httpx's multi_items() re-detects the encoding per header)
-                headers=[(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
+                method,
+                url,
+                headers=headers,
                 data=body,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._client_timeout(timeouts),
             ) as response:
-                headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+                raw_headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
                 status = response.status
-                reason = response.reason
                 if limit is None:
                     content = await response.read()
                 else:
-                    content = await _read_capped(response, limit, request, status, headers)
+                    content = await _read_capped(response, limit, status, raw_headers, request)
+                return Exchange(status, response.reason, raw_headers, content)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc, request) from exc
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if reason:
-            extensions["reason_phrase"] = reason.encode("ascii", "replace")
-        return httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        exchange = await self.exchange(
+            request.method,
+            str(request.url),
+            # raw bytes decoded once (httpx's multi_items() re-detects the encoding per header)
+            [(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
+            request.content or None,
+            request.extensions.get("timeout", {}),
+            request.extensions.get("max_response_bytes"),
+            request,
+        )
+        return exchange.response(request)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -133,9 +186,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 async def _read_capped(
     response: aiohttp.ClientResponse,
     limit: int,
-    request: httpx.Request,
     status: int,
     headers: list[tuple[bytes, bytes]],
+    request: httpx.Request | None,
 ) -> bytes:
     """The body, or ResponseTooLarge as soon as it is known to pass `limit` bytes."""
     declared = response.content_length
@@ -173,6 +226,13 @@ class AutoTransport(httpx.AsyncBaseTransport):
     def inner(self) -> httpx.AsyncBaseTransport | None:
         """The transport in use, or None before the first request."""
         return self._inner
+
+    def aiohttp_transport(self) -> AiohttpTransport | None:
+        """The aiohttp transport when running under asyncio (chosen now if not yet), else None."""
+        if self._inner is None and not self._closed:
+            self._inner = self._choose()
+        inner = self._inner
+        return inner if type(inner) is AiohttpTransport else None
 
     def _choose(self) -> httpx.AsyncBaseTransport:
         try:

@@ -16,7 +16,14 @@ import httpx
 import pytest
 import trio
 
-from gradient_async import APIConnectionError, APITimeoutError, AsyncGradient, InternalServerError, RetryPolicy
+from gradient_async import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncGradient,
+    InternalServerError,
+    RequestOptions,
+    RetryPolicy,
+)
 from gradient_async._transport import AiohttpTransport, AutoTransport
 from gradient_async.fake_api import FakeGradientAPI
 
@@ -306,3 +313,54 @@ def test_trio_close_during_flight_sends_nothing_more(server: tuple[str, ServerSt
     trio.run(main)
     assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError)
     assert [r[1] for r in state.requests] == ["/api/slow"]
+
+
+async def test_unobserved_calls_on_aiohttp_build_no_httpx_request_or_response(
+    server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path sends the prepared parts directly: httpx objects only when something needs them."""
+    url, state = server
+    built: list[str] = []
+    request_init, response_init = httpx.Request.__init__, httpx.Response.__init__
+
+    def count_request(self: httpx.Request, *args: Any, **kwargs: Any) -> None:
+        built.append("request")
+        request_init(self, *args, **kwargs)
+
+    def count_response(self: httpx.Response, *args: Any, **kwargs: Any) -> None:
+        built.append("response")
+        response_init(self, *args, **kwargs)
+
+    async with _client(url, tracing=False) as client:
+        await client.models.list()  # the transport and session are made on first use
+        monkeypatch.setattr(httpx.Request, "__init__", count_request)
+        monkeypatch.setattr(httpx.Response, "__init__", count_response)
+        out = await client.completions.create(BASE_ID, query="hello", max_generated_token_count=4)
+        assert out.generated_output and built == []
+        raw = await client.with_raw_response(client.completions.create, BASE_ID, query="hello")
+        assert raw.status_code == 200 and built == ["request", "response"]  # built for the caller, once
+    method, _, headers, body = state.requests[-1]
+    assert (method, headers["authorization"], headers["content-type"]) == ("POST", "Bearer tok", "application/json")
+    assert json.loads(body)["query"] == "hello"
+
+
+async def test_hook_header_changes_reach_the_server_on_aiohttp(server: tuple[str, ServerState]) -> None:
+    from gradient_async import Hooks, RequestEvent
+
+    url, state = server
+
+    def tag(event: RequestEvent) -> None:
+        event.request.headers["x-trace-me"] = f"attempt-{event.attempt}"
+
+    async with _client(url, hooks=Hooks(on_request=[tag])) as client:
+        await client.completions.create(BASE_ID, query="hello")
+    assert state.requests[-1][2]["x-trace-me"] == "attempt-1"
+
+
+async def test_errors_on_the_fast_path_carry_the_request(server: tuple[str, ServerState]) -> None:
+    url, _ = server
+    async with _client(url, tracing=False, max_retries=0) as client:
+        with pytest.raises(APIConnectionError) as caught:
+            await client.request(RequestOptions("GET", "/hangup"), None)
+    assert caught.value.request is not None and caught.value.request.url.path == "/api/hangup"
+    assert "GET http://127.0.0.1" in str(caught.value) and "tok" not in repr(caught.value.request.headers)
