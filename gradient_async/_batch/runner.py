@@ -1,10 +1,15 @@
-"""The batch engine: pulls jobs lazily, runs each in its own task under the batch's limits,
-retries in one place, and hands finished items to the consumer as they complete.
+"""The batch engine: pulls jobs lazily, runs them on `max_concurrency` workers under the batch's
+limits, retries in one place, and hands finished items to the consumer as they complete.
 
 Memory is bounded by `window`: at most that many items are in flight or finished-but-not-yet
 consumed, however long the input. Workers never raise: every outcome (value, typed error, or
 an unexpected exception to re-raise) travels to the consumer over a memory stream, so the
 task group is only ever cancelled from the consumer's own frame.
+
+Workers, not a task per item: a worker takes the next job, runs its attempts and takes another, so
+an item costs two stream hand-offs instead of a task. A worker about to wait before a retry starts a
+replacement first (its item keeps its own task, deadline scope and span while it waits), so waits
+never lower the batch's concurrency; attempts are bounded by the batch's slots either way.
 
 Retries: the client is called with `max_retries=0`; this loop retries, asking the batch's
 `RetryPolicy.next_wait` (the same decision the client's own loop uses). A 429 pauses the whole
@@ -17,6 +22,7 @@ over each item (slot wait, attempts, waits), enforced with a cancel scope as for
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
@@ -26,7 +32,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from gradient_async._batch.inputs import aiter_any
 from gradient_async._batch.items import BatchItem, BatchStats, Job, batch_item
@@ -117,6 +123,8 @@ class BatchRunner(Generic[P, T]):
         self._limiter = limiter
         self._max_concurrency = max_concurrency
         self._slots: anyio.CapacityLimiter | None = None  # built inside the event loop
+        self._pulling = 0  # workers that take jobs (one waiting before a retry has handed its place on)
+        self._idle = 0  # workers waiting for a job
         self._rpm = RateLimiter(requests_per_minute, clock=clock, sleep=retry.sleep) if requests_per_minute else None
         self._tpm = RateLimiter(tokens_per_minute, clock=clock, sleep=retry.sleep) if tokens_per_minute else None
         self._fail_fast = fail_fast
@@ -134,10 +142,12 @@ class BatchRunner(Generic[P, T]):
         self._slots = anyio.CapacityLimiter(self._max_concurrency)
         send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
         held = anyio.Semaphore(self._held)
+        jobs = anyio.create_memory_object_stream[Job[P]](self._max_concurrency)
+        self._pulling = self._idle = 0
         fatal: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._produce, source, make_job, tg, send, held)
+                tg.start_soon(self._produce, source, make_job, jobs, send, held, tg)
                 try:
                     async with recv:
                         while True:
@@ -190,11 +200,15 @@ class BatchRunner(Generic[P, T]):
         self,
         source: Iterable[Any] | AsyncIterable[Any],
         make_job: Callable[[int, Any], Job[P]],
-        tg: anyio.abc.TaskGroup,
+        jobs: tuple[MemoryObjectSendStream[Job[P]], MemoryObjectReceiveStream[Job[P]]],
         send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
         held: anyio.Semaphore,
+        tg: anyio.abc.TaskGroup,
     ) -> None:
-        async with send:
+        """Hand each job to a waiting worker, starting workers as needed (at most `max_concurrency`
+        take jobs at a time, so a short batch starts only as many as it has items)."""
+        job_send, job_recv = jobs
+        async with send, job_send, job_recv:
             index = 0
             try:
                 async with aclosing(aiter_any(source)) as raws:  # closed here, also when cancelled (trio)
@@ -208,40 +222,81 @@ class BatchRunner(Generic[P, T]):
                         except GradientError as err:
                             await send.send(batch_item(index, raw, error=err))
                         else:
-                            tg.start_soon(self._work, job, send.clone())
+                            if self._idle == 0 and self._pulling < self._max_concurrency:
+                                self._pulling += 1  # every worker is busy: one more may take this job
+                                tg.start_soon(self._worker, job_recv.clone(), send.clone(), tg)
+                            try:  # room in the buffer (or a waiting worker): no trip through the event loop
+                                job_send.send_nowait(job)
+                            except anyio.WouldBlock:
+                                await job_send.send(job)
                         index += 1
             except Exception as exc:  # the caller's iterable failed: stop the batch with its error
                 await send.send(_Fatal(exc))
 
-    async def _work(self, job: Job[P], send: MemoryObjectSendStream[BatchItem[T] | _Fatal]) -> None:
+    async def _worker(
+        self,
+        jobs: MemoryObjectReceiveStream[Job[P]],
+        send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        """Take jobs until there are none (or this worker waited before a retry and was replaced)."""
         PATIENT.set(True)  # this task's calls wait for a client slot without shedding (the window bounds them)
-        async with send:
-            message: BatchItem[T] | _Fatal
-            try:
-                if self._observer is None:
-                    message = await self._attempts(job)
-                else:
-                    with self._observer.item(job.index):  # this item's calls are its item span's children
-                        message = await self._attempts(job)
-                        self._observer.item_finished(message.error, message.attempts)
-            except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
-                message = _Fatal(exc)
-            try:
-                try:  # the buffer holds a whole window, so this rarely has to wait
-                    send.send_nowait(message)
+        replace = functools.partial(self._replace, jobs, send, tg)
+        async with jobs, send:
+            while True:
+                try:
+                    job = jobs.receive_nowait()
                 except anyio.WouldBlock:
-                    await send.send(message)
-            except anyio.BrokenResourceError:
-                pass  # the consumer stopped (cancelled, fail_fast, or left early): the batch is being torn down
+                    self._idle += 1
+                    try:
+                        job = await jobs.receive()
+                    except anyio.EndOfStream:
+                        return
+                    finally:
+                        self._idle -= 1
+                except anyio.EndOfStream:
+                    return
+                message: BatchItem[T] | _Fatal
+                replaced: list[bool] = []
+                try:
+                    if self._observer is None:
+                        message = await self._attempts(job, replace, replaced)
+                    else:
+                        with self._observer.item(job.index):  # this item's calls are its item span's children
+                            message = await self._attempts(job, replace, replaced)
+                            self._observer.item_finished(message.error, message.attempts)
+                except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
+                    message = _Fatal(exc)
+                try:
+                    try:  # the buffer holds a whole window, so this rarely has to wait
+                        send.send_nowait(message)
+                    except anyio.WouldBlock:
+                        await send.send(message)
+                except anyio.BrokenResourceError:
+                    return  # the consumer stopped (cancelled, fail_fast, or left early): the batch is being torn down
+                if replaced:
+                    return  # another worker took this one's place while its item waited
 
-    async def _attempts(self, job: Job[P]) -> BatchItem[T]:
+    def _replace(
+        self,
+        jobs: MemoryObjectReceiveStream[Job[P]],
+        send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
+        tg: anyio.abc.TaskGroup,
+        replaced: list[bool],
+    ) -> None:
+        """Before an item's first wait: start a worker in its task's place (once per item)."""
+        if not replaced:
+            replaced.append(True)
+            tg.start_soon(self._worker, jobs.clone(), send.clone(), tg)
+
+    async def _attempts(self, job: Job[P], replace: Callable[[list[bool]], None], replaced: list[bool]) -> BatchItem[T]:
         deadline = self._retry.deadline
         if deadline is None:
-            return await self._attempt_loop(job, 0.0, [0])
+            return await self._attempt_loop(job, 0.0, [0], replace, replaced)
         tally = [0]
         try:
             with anyio.fail_after(deadline):
-                return await self._attempt_loop(job, self._clock(), tally)
+                return await self._attempt_loop(job, self._clock(), tally, replace, replaced)
         except TimeoutError:
             error = APITimeoutError(
                 f"batch item {job.index}: no answer within the {deadline} s deadline "
@@ -249,7 +304,14 @@ class BatchRunner(Generic[P, T]):
             )
             return batch_item(job.index, job.prompt, error=error, id=job.id, attempts=tally[0])
 
-    async def _attempt_loop(self, job: Job[P], started: float, tally: list[int]) -> BatchItem[T]:
+    async def _attempt_loop(
+        self,
+        job: Job[P],
+        started: float,
+        tally: list[int],
+        replace: Callable[[list[bool]], None],
+        replaced: list[bool],
+    ) -> BatchItem[T]:
         policy = self._retry
         stats = self.stats
         attempts = rate_limited = 0
@@ -292,6 +354,7 @@ class BatchRunner(Generic[P, T]):
                 if is_429:
                     wait = self._limiter().uncovered(wait)  # 0 while the client-wide pause runs
                 if wait > 0:
+                    replace(replaced)  # the batch keeps its concurrency while this item waits
                     await self._sleep(wait)
                 continue
             except BaseException:

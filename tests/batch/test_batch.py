@@ -341,3 +341,27 @@ async def test_embeddings_batch_fails_only_the_bad_text(
     assert bad.index == 2 and isinstance(bad.error, InputValidationError) and "text 2" in str(bad.error)
     assert (result.ok, result.failed) == (2, 1)
     assert server.handled == 1 and server.body()["inputs"] == [{"input": "hello"}, {"input": "world"}]
+
+
+async def test_items_waiting_to_retry_do_not_lower_the_batch_concurrency(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    """Two workers, both items they took wait before a retry: the rest of the batch still runs meanwhile."""
+    release = anyio.Event()
+    waiting: list[float] = []
+
+    async def gated_sleep(seconds: float) -> None:
+        waiting.append(seconds)
+        await release.wait()
+
+    prompts = ["a !status:503", "b !status:503"] + [f"ok{i}" for i in range(6)]
+    done: list[int] = []
+    async with make_client(retry=RetryPolicy(max_retries=1, sleep=gated_sleep)) as client:
+        with anyio.fail_after(5):
+            async with client.completions.stream_batch(MODEL, prompts, max_concurrency=2) as stream:
+                async for item in stream:
+                    done.append(item.index)
+                    if len(done) == 6:
+                        assert len(waiting) == 2 and sorted(done) == list(range(2, 8))
+                        release.set()  # only now may the two waiting items retry
+    assert sorted(done) == list(range(8)) and server.max_in_flight <= 2
