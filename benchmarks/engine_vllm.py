@@ -15,6 +15,7 @@ Example::
 
     .venv/bin/python benchmarks/engine_vllm.py                     # writes benchmarks/results/engine_vllm.json
     .venv/bin/python benchmarks/engine_vllm.py --engines vllm --concurrency 1,32 --max-new-tokens 32
+    .venv/bin/python benchmarks/engine_vllm.py --engines vllm --concurrency 32 --vllm-arg=--max-lora-rank=16
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ def prompt(i: int) -> str:
 class Gateway:
     """One engine behind the in-process gateway, with 8 fine-tuned adapters."""
 
-    def __init__(self, engine: str, data_dir: Path) -> None:
+    def __init__(self, engine: str, data_dir: Path, vllm_args: tuple[str, ...] = ()) -> None:
         from gradient_async.server import ServerSettings, create_app
 
         self.name = engine
-        self.app = create_app(ServerSettings(data_dir=data_dir, credentials={"b": {"w"}}, engine=engine))
+        settings = ServerSettings(
+            data_dir=data_dir,
+            credentials={"b": {"w"}},
+            engine=engine,
+            vllm_args=vllm_args if engine == "vllm" else (),
+        )
+        self.app = create_app(settings)
         self.state = self.app.state.gradient
         self.client = AsyncGradient(
             access_token="b",
@@ -158,11 +165,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "max_new_tokens": args.max_new_tokens,
         "adapters": args.adapters,
+        "vllm_args": list(args.vllm_arg),
         "engines": {},
     }
     tokenizer = None
     for engine in args.engines.split(","):
-        gateway = Gateway(engine, root / engine)
+        gateway = Gateway(engine, root / engine, tuple(args.vllm_arg))
         try:
             print(f"{engine}: warming up and fine-tuning {args.adapters} adapters", flush=True)
             entry: dict[str, Any] = {"setup": await gateway.setup(args.adapters)}
@@ -208,6 +216,12 @@ if __name__ == "__main__":
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--adapters", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        help="one more argument for the vLLM child, e.g. --vllm-arg=--max-lora-rank=16",
+    )
     parsed = parser.parse_args()
     outcome = anyio.run(main, parsed)
     parsed.out.parent.mkdir(parents=True, exist_ok=True)

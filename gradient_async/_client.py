@@ -60,7 +60,7 @@ from gradient_async._limiter import PATIENT, Limiter, estimate_cost
 from gradient_async._logs import setup_logging
 from gradient_async._otel import record_limiter_pause, record_limiter_window
 from gradient_async._retry import RetryHook, RetryPolicy, logger
-from gradient_async._transport import AiohttpTransport, AutoTransport, Exchange, ResponseTooLarge
+from gradient_async._transport import AiohttpTransport, AutoTransport, Exchange, ResponseTooLarge, str_pairs
 from gradient_async._version import __version__
 
 if TYPE_CHECKING:
@@ -166,8 +166,9 @@ _STOCK_TRANSPORT_LOOKUP: Final = getattr(httpx.AsyncClient, "_transport_for_url"
 
 class _Call:
     """One call's HTTP request, prepared once (every attempt resends it). The `httpx.Request` is
-    built only when something needs it (hooks and spans, errors, a user's http client, respx);
-    unobserved calls on our aiohttp transport send the prepared parts directly."""
+    built only when something needs it: hooks and spans (which may change it; it is then sent as it
+    stands), errors, and every transport but our aiohttp one (a user's `http_client=` or `transport=`,
+    trio, respx). Unobserved calls on our aiohttp transport send the prepared parts directly."""
 
     __slots__ = ("_request", "content", "extensions", "headers", "method", "pairs", "target", "url")
 
@@ -191,6 +192,11 @@ class _Call:
         self._request: httpx.Request | None = None
 
     @property
+    def built(self) -> bool:
+        """Whether the `httpx.Request` exists (then it is what is sent)."""
+        return self._request is not None
+
+    @property
     def request(self) -> httpx.Request:
         """The call as an `httpx.Request` (built on first use; hooks may change its headers)."""
         if self._request is None:
@@ -204,24 +210,32 @@ class _Call:
 
 
 class _Answer:
-    """One attempt's HTTP answer: status, raw headers and whole body; the `httpx.Response` is built
-    only when something needs it (errors, hooks, `with_raw_response`)."""
+    """One attempt's HTTP answer: status, raw headers and whole (decoded) body; the `httpx.Response`
+    is built only when something needs it (errors, hooks, `with_raw_response`)."""
 
-    __slots__ = ("_call", "_exchange", "_response", "content", "raw_headers", "status_code")
+    __slots__ = ("_call", "_response", "content", "raw_headers", "status_code")
 
-    def __init__(self, call: _Call, exchange: Exchange | None = None, response: httpx.Response | None = None) -> None:
+    def __init__(self, call: _Call, status_code: int, raw_headers: list[tuple[bytes, bytes]], content: bytes) -> None:
         self._call = call
-        self._exchange = exchange
-        self._response = response
-        if exchange is not None:
-            self.status_code = exchange.status
-            self.raw_headers = exchange.headers
-            self.content = exchange.content
-        else:
-            assert response is not None
-            self.status_code = response.status_code
-            self.raw_headers = response.headers.raw
-            self.content = response.content
+        self._response: httpx.Response | Exchange | None = None
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.content = content
+
+    @classmethod
+    def of_exchange(cls, call: _Call, exchange: Exchange) -> _Answer:
+        coding = exchange.content_encoding
+        if coding is not None and coding.strip().lower() not in ("", "identity"):
+            return cls.of_response(call, exchange.response(call.request))  # httpx decodes gzip, br, ...
+        answer = cls(call, exchange.status, exchange.headers, exchange.content)
+        answer._response = exchange
+        return answer
+
+    @classmethod
+    def of_response(cls, call: _Call, response: httpx.Response) -> _Answer:
+        answer = cls(call, response.status_code, response.headers.raw, response.content)
+        answer._response = response
+        return answer
 
     @property
     def is_success(self) -> bool:
@@ -229,10 +243,13 @@ class _Answer:
 
     @property
     def response(self) -> httpx.Response:
-        if self._response is None:
-            assert self._exchange is not None
-            self._response = self._exchange.response(self._call.request)
-        return self._response
+        response = self._response
+        if isinstance(response, httpx.Response):
+            return response
+        if isinstance(response, Exchange):
+            response = self._response = response.response(self._call.request)
+            return response
+        raise RuntimeError("an _Answer is made by of_exchange or of_response")
 
     @property
     def request_id(self) -> str | None:
@@ -330,29 +347,18 @@ class _Pool:
         (`respx.mock(using="httpx")`), is used through the public `send`.
         Bodies over `max_response_bytes` raise ResponseTooLarge, without being read whole."""
         fast = self.fast_transport()
-        if fast is not None:
-            request = call._request  # built only when hooks or spans observe the call
-            if request is None:
-                exchange = await fast.exchange(
-                    call.method,
-                    call.target,
-                    call.pairs,
-                    call.content,
-                    call.extensions["timeout"],
-                    self.max_response_bytes,
-                )
-            else:  # hooks may have changed its headers (traceparent)
-                exchange = await fast.exchange(
-                    call.method,
-                    call.target,
-                    [(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
-                    call.content,
-                    call.extensions["timeout"],
-                    self.max_response_bytes,
-                    request,
-                )
-            return _Answer(call, exchange=exchange)
-        return _Answer(call, response=await self._send_httpx(call.request))
+        if fast is not None and not call.built:
+            exchange = await fast.exchange(
+                call.method,
+                call.target,
+                call.pairs,
+                call.content,
+                timeouts=call.extensions["timeout"],
+                limit=self.max_response_bytes,
+            )
+            return _Answer.of_exchange(call, exchange)
+        # observed (hooks and spans may have changed the request: it is sent as it stands), or not ours
+        return _Answer.of_response(call, await self._send_httpx(call.request))
 
     async def _send_httpx(self, request: httpx.Request) -> httpx.Response:
         transport = self.transport
@@ -530,8 +536,8 @@ class AsyncGradient:
         )
         self._json_headers = self._headers.copy()
         self._json_headers["Content-Type"] = "application/json"
-        self._header_pairs = _str_pairs(self._headers)
-        self._json_header_pairs = _str_pairs(self._json_headers)
+        self._header_pairs = str_pairs(self._headers)
+        self._json_header_pairs = str_pairs(self._json_headers)
         self._timeouts = _Timeouts.of(config.timeout)
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[httpx.URL, str]] = {}
         self._policies: dict[int, RetryPolicy] = {}
@@ -776,6 +782,8 @@ class AsyncGradient:
 
     def _policy_with(self, max_retries: int) -> RetryPolicy:
         """The client's policy with another `max_retries` (kept: batches ask for 0 on every item)."""
+        if type(max_retries) is not int:  # True == 1 == 1.0: only exact ints share a cached policy
+            return dataclasses.replace(self._config.retry, max_retries=max_retries)  # validates (raises)
         policy = self._policies.get(max_retries)
         if policy is None:
             policy = dataclasses.replace(self._config.retry, max_retries=max_retries)
@@ -803,7 +811,7 @@ class AsyncGradient:
         if options.extra_headers is not None:
             headers = headers.copy()
             headers.update(_header_items(options.extra_headers, "extra_headers"))
-            pairs = _str_pairs(headers)
+            pairs = str_pairs(headers)
         url, target = self._url(options.path, params)
         return _Call(
             options.method,
@@ -918,6 +926,7 @@ class AsyncGradient:
                 body=None,
             ) from None
         except httpx.TransportError as exc:
+            exc.request = call.request  # the hot path raised it without one
             if pool.state is _State.CLOSED:
                 raise ClientClosedError("this AsyncGradient was closed while the call was in flight") from exc
             if isinstance(exc, httpx.TimeoutException):
@@ -951,11 +960,6 @@ class AsyncGradient:
                 self._urls.clear()
             self._urls[key] = found
         return found
-
-
-def _str_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
-    """Header pairs as str (decoded once from the raw bytes; httpx re-detects the encoding per header)."""
-    return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in headers.raw]
 
 
 def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:

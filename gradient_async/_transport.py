@@ -1,8 +1,9 @@
 """HTTP transports: a fast aiohttp-backed one under asyncio, httpx's own elsewhere (trio).
 
 httpx over httpcore spends several times more client CPU per request than aiohttp at
-high concurrency (encode/httpcore#1035). `AiohttpTransport` keeps httpx's request and
-response objects, but moves bytes with aiohttp's C-accelerated HTTP/1.1 client.
+high concurrency (encode/httpcore#1035). `AiohttpTransport` moves bytes with aiohttp's
+C-accelerated HTTP/1.1 client: as an httpx transport (`handle_async_request`, httpx's request and
+response objects), and through `exchange()`, the client's hot path, without building them.
 `AutoTransport` picks one of the two on first use, once the running async library is known.
 
 Example::
@@ -22,18 +23,25 @@ from typing import Any
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge"]
+__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge", "str_pairs"]
 
 
 class ResponseTooLarge(Exception):
-    """A response body over `request.extensions["max_response_bytes"]`; raised before reading it whole.
-    `response` has the status and headers, not the body. The client turns it into APIResponseValidationError."""
+    """A response body over the size limit (`exchange(limit=...)`, or `request.extensions["max_response_bytes"]`);
+    raised before reading it whole. `response` has the status and headers, not the body (and no request
+    on the hot path: the client sets it). The client turns it into APIResponseValidationError."""
 
     def __init__(self, response: httpx.Response, size: int, limit: int) -> None:
         super().__init__(f"response body of at least {size} bytes exceeds the {limit}-byte limit")
         self.response = response
         self.size = size
         self.limit = limit
+
+
+def str_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """Header pairs as str, decoded once from the raw bytes (httpx's `multi_items()` re-detects the
+    encoding per header)."""
+    return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in headers.raw]
 
 
 def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
@@ -58,12 +66,13 @@ def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.Trans
 
 @dataclass(slots=True)
 class Exchange:
-    """One finished HTTP/1.1 exchange as aiohttp delivers it: status, raw header pairs, whole body.
-    The client builds httpx objects from it only when something needs them (`response()`).
+    """One finished HTTP/1.1 exchange as aiohttp delivers it: status, raw header pairs, whole body
+    (still encoded when `content_encoding` names a coding). The client builds httpx objects from it
+    only when something needs them (`response()`, which also decodes the body).
 
     Example::
 
-        exchange = await transport.exchange("GET", url, [("Accept", "application/json")], None, {}, None)
+        exchange = await transport.exchange("GET", url, [], None, timeouts={}, limit=None)
         print(exchange.status, exchange.content)
     """
 
@@ -71,6 +80,7 @@ class Exchange:
     reason: str | None
     headers: list[tuple[bytes, bytes]]
     content: bytes
+    content_encoding: str | None = None
 
     def response(self, request: httpx.Request | None = None) -> httpx.Response:
         """The exchange as an `httpx.Response` (body already read)."""
@@ -138,6 +148,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
+        *,
         timeouts: Mapping[str, float | None],
         limit: int | None,
         request: httpx.Request | None = None,
@@ -160,7 +171,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     content = await response.read()
                 else:
                     content = await _read_capped(response, limit, status, raw_headers, request)
-                return Exchange(status, response.reason, raw_headers, content)
+                encoding = response.headers.get("Content-Encoding")
+                return Exchange(status, response.reason, raw_headers, content, encoding)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc, request) from exc
 
@@ -168,12 +180,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         exchange = await self.exchange(
             request.method,
             str(request.url),
-            # raw bytes decoded once (httpx's multi_items() re-detects the encoding per header)
-            [(key.decode("utf-8"), value.decode("utf-8")) for key, value in request.headers.raw],
+            str_pairs(request.headers),
             request.content or None,
-            request.extensions.get("timeout", {}),
-            request.extensions.get("max_response_bytes"),
-            request,
+            timeouts=request.extensions.get("timeout", {}),
+            limit=request.extensions.get("max_response_bytes"),
+            request=request,
         )
         return exchange.response(request)
 

@@ -7,22 +7,24 @@ an unexpected exception to re-raise) travels to the consumer over a memory strea
 task group is only ever cancelled from the consumer's own frame.
 
 Workers, not a task per item: a worker takes the next job, runs its attempts and takes another, so
-an item costs two stream hand-offs instead of a task. A worker about to wait before a retry starts a
-replacement first (its item keeps its own task, deadline scope and span while it waits), so waits
-never lower the batch's concurrency; attempts are bounded by the batch's slots either way.
+an item costs two stream hand-offs instead of a task. Workers start as needed (one per job while
+every worker is busy, at most `max_concurrency` taking jobs). A worker about to wait before a retry
+hands its place to a new worker first (its item keeps its own task, deadline scope and span while it
+waits), so waits never lower the batch's concurrency; attempts are bounded by the batch's slots.
 
 Retries: the client is called with `max_retries=0`; this loop retries, asking the batch's
 `RetryPolicy.next_wait` (the same decision the client's own loop uses). A 429 pauses the whole
 client (its limiter, see `_limiter.py`: every batch and single call of the client slows down at
 once) instead of each task sleeping on its own, and costs the item no retry budget (bounded by the
-policy's `max_rate_limit_retries`). The policy's `deadline` is a wall clock
-over each item (slot wait, attempts, waits), enforced with a cancel scope as for single calls.
+policy's `max_rate_limit_retries`). The policy's `deadline` is a wall clock over each item from
+its admission to the batch (its wait for a worker and a slot, attempts, waits), enforced with a
+cancel scope as for single calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextvars
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
@@ -142,8 +144,9 @@ class BatchRunner(Generic[P, T]):
         self._slots = anyio.CapacityLimiter(self._max_concurrency)
         send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
         held = anyio.Semaphore(self._held)
-        jobs = anyio.create_memory_object_stream[Job[P]](self._max_concurrency)
+        jobs = anyio.create_memory_object_stream[tuple[Job[P], float]](self._max_concurrency)
         self._pulling = self._idle = 0
+        self._context = contextvars.copy_context()  # what every worker starts from (not a waiting item's)
         fatal: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -200,14 +203,16 @@ class BatchRunner(Generic[P, T]):
         self,
         source: Iterable[Any] | AsyncIterable[Any],
         make_job: Callable[[int, Any], Job[P]],
-        jobs: tuple[MemoryObjectSendStream[Job[P]], MemoryObjectReceiveStream[Job[P]]],
+        jobs: tuple[MemoryObjectSendStream[tuple[Job[P], float]], MemoryObjectReceiveStream[tuple[Job[P], float]]],
         send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
         held: anyio.Semaphore,
         tg: anyio.abc.TaskGroup,
     ) -> None:
-        """Hand each job to a waiting worker, starting workers as needed (at most `max_concurrency`
-        take jobs at a time, so a short batch starts only as many as it has items)."""
+        """Hand each job (with its admission time, when a deadline needs it) to a waiting worker,
+        starting workers as needed: at most `max_concurrency` take jobs at a time, so a short batch
+        starts only as many as it has items."""
         job_send, job_recv = jobs
+        timed = self._retry.deadline is not None
         async with send, job_send, job_recv:
             index = 0
             try:
@@ -222,48 +227,65 @@ class BatchRunner(Generic[P, T]):
                         except GradientError as err:
                             await send.send(batch_item(index, raw, error=err))
                         else:
-                            if self._idle == 0 and self._pulling < self._max_concurrency:
+                            if self._idle:
+                                self._idle -= 1  # a waiting worker takes this job: busy from now on
+                            elif self._pulling < self._max_concurrency:
                                 self._pulling += 1  # every worker is busy: one more may take this job
-                                tg.start_soon(self._worker, job_recv.clone(), send.clone(), tg)
-                            try:  # room in the buffer (or a waiting worker): no trip through the event loop
-                                job_send.send_nowait(job)
+                                self._start_worker(job_recv, send, tg)
+                            admitted = (job, anyio.current_time() if timed else 0.0)
+                            try:  # a waiting worker or room in the buffer: no trip through the event loop
+                                job_send.send_nowait(admitted)
                             except anyio.WouldBlock:
-                                await job_send.send(job)
+                                await job_send.send(admitted)
                         index += 1
             except Exception as exc:  # the caller's iterable failed: stop the batch with its error
                 await send.send(_Fatal(exc))
 
-    async def _worker(
+    def _start_worker(
         self,
-        jobs: MemoryObjectReceiveStream[Job[P]],
+        jobs: MemoryObjectReceiveStream[tuple[Job[P], float]],
         send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
         tg: anyio.abc.TaskGroup,
     ) -> None:
-        """Take jobs until there are none (or this worker waited before a retry and was replaced)."""
+        # in the batch's own context: a replacement must not inherit the waiting item's span or contextvars
+        self._context.run(tg.start_soon, self._worker, jobs.clone(), send.clone(), tg)
+
+    async def _worker(
+        self,
+        jobs: MemoryObjectReceiveStream[tuple[Job[P], float]],
+        send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        """Take jobs until there are none, or until this worker's item waited before a retry and
+        handed its place to a new worker (`_pulling` stays as it was: one worker replaces another)."""
         PATIENT.set(True)  # this task's calls wait for a client slot without shedding (the window bounds them)
-        replace = functools.partial(self._replace, jobs, send, tg)
+        handed_over = False
+
+        def hand_over() -> None:
+            nonlocal handed_over
+            if not handed_over:
+                handed_over = True
+                self._start_worker(jobs, send, tg)
+
         async with jobs, send:
             while True:
                 try:
-                    job = jobs.receive_nowait()
+                    job, admitted = jobs.receive_nowait()
                 except anyio.WouldBlock:
-                    self._idle += 1
+                    self._idle += 1  # the producer counts this worker busy again when it sends it a job
                     try:
-                        job = await jobs.receive()
+                        job, admitted = await jobs.receive()
                     except anyio.EndOfStream:
                         return
-                    finally:
-                        self._idle -= 1
                 except anyio.EndOfStream:
                     return
                 message: BatchItem[T] | _Fatal
-                replaced: list[bool] = []
                 try:
                     if self._observer is None:
-                        message = await self._attempts(job, replace, replaced)
+                        message = await self._attempts(job, admitted, hand_over)
                     else:
                         with self._observer.item(job.index):  # this item's calls are its item span's children
-                            message = await self._attempts(job, replace, replaced)
+                            message = await self._attempts(job, admitted, hand_over)
                             self._observer.item_finished(message.error, message.attempts)
                 except Exception as exc:  # a bug or a user callback failing: surface it, do not hide it
                     message = _Fatal(exc)
@@ -274,43 +296,28 @@ class BatchRunner(Generic[P, T]):
                         await send.send(message)
                 except anyio.BrokenResourceError:
                     return  # the consumer stopped (cancelled, fail_fast, or left early): the batch is being torn down
-                if replaced:
+                if handed_over:
                     return  # another worker took this one's place while its item waited
 
-    def _replace(
-        self,
-        jobs: MemoryObjectReceiveStream[Job[P]],
-        send: MemoryObjectSendStream[BatchItem[T] | _Fatal],
-        tg: anyio.abc.TaskGroup,
-        replaced: list[bool],
-    ) -> None:
-        """Before an item's first wait: start a worker in its task's place (once per item)."""
-        if not replaced:
-            replaced.append(True)
-            tg.start_soon(self._worker, jobs.clone(), send.clone(), tg)
-
-    async def _attempts(self, job: Job[P], replace: Callable[[list[bool]], None], replaced: list[bool]) -> BatchItem[T]:
+    async def _attempts(self, job: Job[P], admitted: float, hand_over: Callable[[], None]) -> BatchItem[T]:
+        """The item's attempts, under its deadline counted from `admitted` (anyio's clock)."""
         deadline = self._retry.deadline
         if deadline is None:
-            return await self._attempt_loop(job, 0.0, [0], replace, replaced)
+            return await self._attempt_loop(job, 0.0, [0], hand_over)
         tally = [0]
+        started = self._clock() - (anyio.current_time() - admitted)  # admission, on the runner's clock
         try:
-            with anyio.fail_after(deadline):
-                return await self._attempt_loop(job, self._clock(), tally, replace, replaced)
+            with anyio.fail_at(admitted + deadline):
+                return await self._attempt_loop(job, started, tally, hand_over)
         except TimeoutError:
             error = APITimeoutError(
                 f"batch item {job.index}: no answer within the {deadline} s deadline "
-                "(RetryPolicy.deadline bounds each item: window wait, attempts, waits)"
+                "(RetryPolicy.deadline bounds each item from its admission: the wait for a worker, attempts, waits)"
             )
             return batch_item(job.index, job.prompt, error=error, id=job.id, attempts=tally[0])
 
     async def _attempt_loop(
-        self,
-        job: Job[P],
-        started: float,
-        tally: list[int],
-        replace: Callable[[list[bool]], None],
-        replaced: list[bool],
+        self, job: Job[P], started: float, tally: list[int], hand_over: Callable[[], None]
     ) -> BatchItem[T]:
         policy = self._retry
         stats = self.stats
@@ -354,7 +361,7 @@ class BatchRunner(Generic[P, T]):
                 if is_429:
                     wait = self._limiter().uncovered(wait)  # 0 while the client-wide pause runs
                 if wait > 0:
-                    replace(replaced)  # the batch keeps its concurrency while this item waits
+                    hand_over()  # the batch keeps its concurrency while this item waits
                     await self._sleep(wait)
                 continue
             except BaseException:

@@ -63,7 +63,7 @@ class VllmChild:
         *,
         served_name: str,
         log_path: Path,
-        max_lora_rank: int = 64,
+        max_lora_rank: int = 16,
         max_loras: int = 8,
         max_model_len: int = 2048,
         kv_cache_gib: float = 1.0,
@@ -91,6 +91,7 @@ class VllmChild:
         return None if self._proc is None else self._proc.pid
 
     def command(self) -> list[str]:
+        flags = {arg.split("=", 1)[0] for arg in self.extra_args}  # the caller's own flags win
         return [
             str(self.python),
             "-m",
@@ -104,8 +105,7 @@ class VllmChild:
             "--port",
             str(self.port),
             "--enable-lora",
-            "--max-lora-rank",
-            str(self.max_lora_rank),
+            *(() if "--max-lora-rank" in flags else ("--max-lora-rank", str(self.max_lora_rank))),
             "--max-loras",
             str(self.max_loras),
             "--max-model-len",

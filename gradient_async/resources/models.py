@@ -165,16 +165,11 @@ class AsyncModels(AsyncResource):
 
             await client.models.delete(adapter.id)
         """
-        path = f"/models/{path_id(model_id, 'model_id')}"
-        await self._client.request(
-            RequestOptions(
-                "DELETE",
-                path,
-                timeout=timeout,
-                max_retries=max_retries,
-                extra_headers=extra_headers,
-                extra_query=extra_query,
-                extra_body=extra_body,
-            ),
-            None,
+        await self._client.adapters.delete(  # the same DELETE /models/{id}
+            model_id,
+            timeout=timeout,
+            max_retries=max_retries,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+            extra_body=extra_body,
         )

@@ -365,3 +365,87 @@ async def test_items_waiting_to_retry_do_not_lower_the_batch_concurrency(
                         assert len(waiting) == 2 and sorted(done) == list(range(2, 8))
                         release.set()  # only now may the two waiting items retry
     assert sorted(done) == list(range(8)) and server.max_in_flight <= 2
+
+
+def test_a_burst_after_a_quiet_spell_runs_concurrently(server: FakeServer) -> None:
+    """Workers idle after a lull are counted busy as soon as they are handed a job, so a burst that
+    arrives in one go starts more workers instead of queueing behind one (trio's fake clock)."""
+    server.latency = 0.2
+    consumed = anyio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield "first"
+        await consumed.wait()  # every worker has gone idle
+        for i in range(8):
+            yield f"burst{i}"
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(server.handler),
+        )
+        async with client, client.completions.stream_batch(MODEL, source(), max_concurrency=8) as stream:
+            async for item in stream:
+                if item.index == 0:
+                    consumed.set()
+                    server.max_in_flight = 0  # measure the burst alone
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+    assert server.max_in_flight == 8
+
+
+def test_the_deadline_counts_an_items_wait_for_a_worker(server: FakeServer) -> None:
+    """RetryPolicy.deadline bounds each item from its admission to the batch: with one worker and
+    0.3 s items, a 0.5 s deadline ends the items that waited too long behind another (fake clock)."""
+    server.latency = 0.3
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(server.handler),
+            retry=RetryPolicy(deadline=0.5),
+        )
+        async with client:
+            result = await client.completions.batch(MODEL, [f"p{i}" for i in range(4)], max_concurrency=1, window=4)
+        outcomes.extend("ok" if item.ok else type(item.error).__name__ for item in result.items)
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+    assert outcomes[0] == "ok" and "APITimeoutError" in outcomes[1:]
+
+
+async def test_a_replacement_worker_starts_from_the_batchs_context(
+    make_client: Callable[..., AsyncGradient], server: FakeServer
+) -> None:
+    """A worker handing its place on while its item waits does not pass that item's contextvars on."""
+    import contextvars
+
+    from gradient_async import Hooks, RequestEvent, RetryEvent
+
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="batch")
+    seen: dict[str, str] = {}
+    release = anyio.Event()
+
+    def on_retry(event: RetryEvent) -> None:
+        tag.set("waiting item")  # set inside the waiting item's task
+
+    def on_request(event: RequestEvent) -> None:
+        seen[json.loads(event.request.content)["query"]] = tag.get()
+
+    async def gated_sleep(seconds: float) -> None:
+        await release.wait()
+
+    prompts = ["slow !status:503"] + [f"ok{i}" for i in range(3)]
+    client = make_client(
+        retry=RetryPolicy(max_retries=1, sleep=gated_sleep), hooks=Hooks(on_retry=[on_retry], on_request=[on_request])
+    )
+    async with client, client.completions.stream_batch(MODEL, prompts, max_concurrency=1) as stream:
+        with anyio.fail_after(5):
+            async for item in stream:
+                if item.index == 3:
+                    release.set()
+    assert {seen[f"ok{i}"] for i in range(3)} == {"batch"}

@@ -221,3 +221,11 @@ def test_policy_validation() -> None:
         RetryPolicy(max_retries=-1)
     with pytest.raises(InputValidationError, match="deadline"):
         RetryPolicy(deadline=0)
+
+
+async def test_per_call_max_retries_is_checked_every_time(client: AsyncGradient) -> None:
+    """A cached policy for max_retries=1 must not let True or 1.0 through later."""
+    await client.models.list(max_retries=1)
+    for bad in (True, 1.0):
+        with pytest.raises(InputValidationError, match="max_retries"):
+            await client.models.list(max_retries=bad)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -95,6 +96,14 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(data)
             except OSError:
                 self.close_connection = True  # the client hung up on a body it refused
+        elif self.path == "/api/gzip":
+            data = gzip.compress(json.dumps({"models": []}).encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/api/hangup":
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -363,4 +372,27 @@ async def test_errors_on_the_fast_path_carry_the_request(server: tuple[str, Serv
         with pytest.raises(APIConnectionError) as caught:
             await client.request(RequestOptions("GET", "/hangup"), None)
     assert caught.value.request is not None and caught.value.request.url.path == "/api/hangup"
+    cause = caught.value.__cause__
+    assert isinstance(cause, httpx.TransportError) and cause.request is caught.value.request
     assert "GET http://127.0.0.1" in str(caught.value) and "tok" not in repr(caught.value.request.headers)
+
+
+async def test_compressed_bodies_are_decoded_on_the_fast_path(server: tuple[str, ServerState]) -> None:
+    url, _ = server
+    async with _client(url, tracing=False) as client:
+        assert await client.request(RequestOptions("GET", "/gzip"), lambda data: data) == {"models": []}
+        raw = await client.with_raw_response(client.request, RequestOptions("GET", "/gzip"), lambda data: data)
+        assert raw.parsed == {"models": []} and raw.headers["content-encoding"] == "gzip"
+
+
+async def test_a_hook_may_reroute_the_request_on_the_fast_path(server: tuple[str, ServerState]) -> None:
+    from gradient_async import Hooks, RequestEvent
+
+    url, state = server
+
+    def reroute(event: RequestEvent) -> None:
+        event.request.url = event.request.url.copy_with(params={"capability": "complete"})
+
+    async with _client(url, hooks=Hooks(on_request=[reroute])) as client:
+        await client.models.list()
+    assert state.requests[-1][1] == "/api/models?capability=complete"

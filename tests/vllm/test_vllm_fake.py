@@ -270,3 +270,32 @@ async def test_token_hooks_use_the_model_tokenizer(engine: VllmEngine) -> None:
     await engine.warm_up()
     assert engine.count_tokens(MODEL.slug, "hi the answer w1") == 4
     assert engine.context_tokens(MODEL.slug) == 2048
+
+
+def test_max_lora_rank_is_small_by_default_and_the_callers_flag_wins(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """vLLM computes every adapter at --max-lora-rank: a child we start gets 8 (the trainer's rank),
+    `--vllm-arg=--max-lora-rank=N` replaces it, and adapters are checked against the value used."""
+    from gradient_async.engine.vllm import DEFAULT_MAX_LORA_RANK
+
+    python = tmp_path / "python"
+    default = make_engine(tmp_path, python, tokenizer_dir)
+    assert default.child is not None and default.max_lora_rank == DEFAULT_MAX_LORA_RANK == 8
+    command = default.child.command()
+    assert command[command.index("--max-lora-rank") + 1] == "8"
+
+    wide = make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max-lora-rank=64",))
+    assert wide.child is not None and wide.max_lora_rank == 64
+    assert [a for a in wide.child.command() if a.startswith("--max-lora-rank")] == ["--max-lora-rank=64"]
+
+    remote = VllmEngine(tmp_path / "r", trainer=FakeTrainer(tmp_path / "t"), model=MODEL, url="http://127.0.0.1:9")
+    assert remote.max_lora_rank is None  # the running server's own setting decides
+
+    with pytest.raises(ValueError, match="--max-lora-rank must be an integer"):
+        make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max-lora-rank", "big"))
+
+
+async def test_an_adapter_over_the_max_lora_rank_is_refused_with_the_fix(tmp_path: Path, tokenizer_dir: Path) -> None:
+    engine = make_engine(tmp_path, tmp_path / "python", tokenizer_dir)
+    with pytest.raises(EngineError, match="rank must be <= 8"):
+        await engine.create_adapter(AdapterSpec("a1", MODEL.slug, rank=32))
+    await engine.aclose()
