@@ -21,6 +21,7 @@ import dataclasses
 import enum
 import json
 import random
+import re
 import sys
 from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,7 +61,15 @@ from gradient_async._limiter import PATIENT, Limiter, estimate_cost
 from gradient_async._logs import setup_logging
 from gradient_async._otel import record_limiter_pause, record_limiter_window
 from gradient_async._retry import RetryHook, RetryPolicy, logger
-from gradient_async._transport import AiohttpTransport, AutoTransport, Exchange, ResponseTooLarge, str_pairs
+from gradient_async._transport import (
+    AiohttpTransport,
+    AutoTransport,
+    Exchange,
+    ResponseTooLarge,
+    UndecodableBody,
+    decoded_response,
+    str_pairs,
+)
 from gradient_async._version import __version__
 
 if TYPE_CHECKING:
@@ -395,12 +404,8 @@ class _Pool:
                     await close()
         finally:
             await response.aclose()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            content=b"".join(chunks),
-            request=request,
-            extensions=response.extensions,
+        return decoded_response(
+            response.status_code, response.headers.raw, b"".join(chunks), request, dict(response.extensions)
         )
 
     def bounds_whole_attempt(self) -> bool:
@@ -803,7 +808,7 @@ class AsyncGradient:
             payload = {**(payload or {}), **options.extra_body}
         params = options.params
         if options.extra_query is not None:
-            params = {**(params or {}), **dict(_header_items(options.extra_query, "extra_query"))}
+            params = {**(params or {}), **dict(_string_items(options.extra_query, "extra_query"))}
         if payload is None:
             headers, pairs = self._headers, self._header_pairs
         else:
@@ -918,6 +923,14 @@ class AsyncGradient:
                 f"{call.describe()} timed out: no complete response within {timeouts.attempt} s",
                 request=call.request,
             ) from exc
+        except UndecodableBody as exc:
+            exc.response.request = call.request
+            raise APIResponseValidationError(
+                f"the response of {call.describe()} cannot be decoded ({exc.reason}); its Content-Encoding "
+                f"is {exc.response.headers.get('content-encoding')!r}",
+                response=exc.response,
+                body=None,
+            ) from None
         except ResponseTooLarge as exc:
             exc.response.request = call.request
             raise APIResponseValidationError(
@@ -931,7 +944,15 @@ class AsyncGradient:
                 raise ClientClosedError("this AsyncGradient was closed while the call was in flight") from exc
             if isinstance(exc, httpx.TimeoutException):
                 sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-                raise APITimeoutError(f"{call.describe()} timed out: {exc}", request=call.request, sent=sent) from exc
+                if isinstance(exc, httpx.ConnectTimeout):
+                    what = f"no connection within {timeouts.ext.get('connect')} s"
+                else:
+                    what = f"no complete response within {timeouts.attempt} s"
+                raise APITimeoutError(
+                    f"{call.describe()} timed out: {what} ({exc})",
+                    request=call.request,
+                    sent=sent,
+                ) from exc
             sent = not isinstance(exc, httpx.ConnectError)
             raise APIConnectionError(
                 f"{call.describe()} failed: {exc or type(exc).__name__}",
@@ -962,15 +983,36 @@ class AsyncGradient:
         return found
 
 
-def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
-    if headers is None:
+def _string_items(items: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
+    if items is None:
         return ()
-    if not isinstance(headers, Mapping):
-        raise ValidationError(f"{name} must be a mapping of strings to strings, got {type(headers).__name__}")
-    for key, value in headers.items():
+    if not isinstance(items, Mapping):
+        raise ValidationError(f"{name} must be a mapping of strings to strings, got {type(items).__name__}")
+    for key, value in items.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValidationError(f"{name} must map strings to strings, got {key!r}: {value!r}")
-    return tuple(headers.items())
+    return tuple(items.items())
+
+
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE: Final = re.compile(r"[\t\x20-\x7e]*")
+_FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+
+
+def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
+    """`headers` checked before anything is sent: HTTP token names, printable ASCII values (no CR/LF,
+    which would split the request), and none of the headers the client frames the request with."""
+    items = _string_items(headers, name)
+    for key, value in items:
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValidationError(f"{name}: {key!r} is not a valid HTTP header name")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ValidationError(
+                f"{name}: the value of {key!r} must be printable ASCII without line breaks, got {value!r}"
+            )
+        if key.lower() in _FRAMING_HEADERS:
+            raise ValidationError(f"{name}: {key!r} is set by the client from the request itself; leave it out")
+    return items
 
 
 def _dumps(payload: Any) -> bytes:
@@ -986,7 +1028,7 @@ def _parse(answer: _Answer, parse: Callable[[Any], T]) -> T:
     raw = answer.content
     try:
         data = json.loads(raw) if raw else None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested deeper than Python parses
         response = answer.response
         snippet = response.text[:200]
         raise APIResponseValidationError(

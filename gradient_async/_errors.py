@@ -252,7 +252,7 @@ def _decode_body(response: httpx.Response) -> object:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
         return text
 
 

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge", "str_pairs"]
+__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge", "UndecodableBody", "str_pairs"]
 
 
 class ResponseTooLarge(Exception):
@@ -38,10 +39,44 @@ class ResponseTooLarge(Exception):
         self.limit = limit
 
 
+class UndecodableBody(Exception):
+    """A body whose `Content-Encoding` cannot be decoded (bad gzip, an unknown coding). `response` has
+    the status and headers, not the body. The client turns it into APIResponseValidationError."""
+
+    def __init__(self, response: httpx.Response, reason: str) -> None:
+        super().__init__(f"the response body cannot be decoded: {reason}")
+        self.response = response
+        self.reason = reason
+
+
+def decoded_response(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    content: bytes,
+    request: httpx.Request | None,
+    extensions: dict[str, Any] | None = None,
+) -> httpx.Response:
+    """`httpx.Response` with its body read (and decoded: httpx applies the `Content-Encoding`), or
+    UndecodableBody when it cannot be decoded."""
+    try:
+        return httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
+    except httpx.DecodingError as exc:
+        raise UndecodableBody(httpx.Response(status, headers=headers, request=request), str(exc)) from None
+
+
 def str_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
     """Header pairs as str, decoded once from the raw bytes (httpx's `multi_items()` re-detects the
     encoding per header)."""
     return [(key.decode("utf-8"), value.decode("utf-8")) for key, value in headers.raw]
+
+
+def _parser_detail(exc: aiohttp.ClientResponseError) -> str:
+    """aiohttp's parser message without its internal `400, message='...'` wrapping, on one line."""
+    detail = str(exc.message)
+    wrapped = re.fullmatch(r"\d{3}, message=(['\"])(.*)\1", detail, re.S)
+    if wrapped:
+        detail = wrapped.group(2).replace("\\n", " ")
+    return " ".join(detail.split())[:200]
 
 
 def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
@@ -51,6 +86,10 @@ def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.Trans
     every other failure is mapped to a class that the retry policy treats as "may have arrived".
     """
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed answer (its "status" is aiohttp's own code)
+        return httpx.RemoteProtocolError(
+            f"the server sent an invalid HTTP response: {_parser_detail(exc)}", request=request
+        )
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message, request=request)
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
@@ -87,9 +126,7 @@ class Exchange:
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if self.reason:
             extensions["reason_phrase"] = self.reason.encode("ascii", "replace")
-        return httpx.Response(
-            self.status, headers=self.headers, content=self.content, request=request, extensions=extensions
-        )
+        return decoded_response(self.status, self.headers, self.content, request, extensions)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -174,7 +211,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 encoding = response.headers.get("Content-Encoding")
                 return Exchange(status, response.reason, raw_headers, content, encoding)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _map_error(exc, request) from exc
+            mapped = _map_error(exc, request)
+            if isinstance(exc, aiohttp.ClientResponseError):  # it holds the request's headers (the token)
+                raise mapped from None
+            raise mapped from exc
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         exchange = await self.exchange(

@@ -43,7 +43,7 @@ from gradient_async._errors import APITimeoutError, GradientError, RateLimitErro
 from gradient_async._hooks import BatchObserver
 from gradient_async._limiter import PATIENT, Limiter
 from gradient_async._ratelimit import RateLimiter
-from gradient_async._retry import RetryPolicy
+from gradient_async._retry import RetryPolicy, logger
 
 __all__ = ["BatchRunner", "collapse_excgroups"]
 
@@ -356,6 +356,14 @@ class BatchRunner(Generic[P, T]):
                 )
                 if wait is None:
                     return batch_item(job.index, job.prompt, error=err, id=job.id, attempts=attempts)
+                logger.debug(
+                    "retrying batch item: index=%d attempt=%d status=%s error=%s wait=%.3fs",
+                    job.index,
+                    attempts,
+                    getattr(err, "status_code", None),
+                    type(err).__name__,
+                    wait,
+                )
                 if self._observer is not None:
                     await self._observer.retry_scheduled(err, attempts, wait)
                 if is_429:

@@ -449,3 +449,37 @@ async def test_a_replacement_worker_starts_from_the_batchs_context(
                 if item.index == 3:
                     release.set()
     assert {seen[f"ok{i}"] for i in range(3)} == {"batch"}
+
+
+async def test_an_undecodable_answer_fails_its_item_only(server: FakeServer) -> None:
+    """A body that cannot be decoded (bad gzip) is a typed error of its own item; the batch goes on."""
+    from gradient_async import APIResponseValidationError
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if b"broken" in request.content:
+            headers = {"content-type": "application/json", "content-encoding": "gzip"}
+            return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"not gzip"))
+        return await server.handler(request)
+
+    client = AsyncGradient(
+        access_token="t", workspace_id="w", base_url="http://gradient.test/api", transport=httpx.MockTransport(handler)
+    )
+    async with client:
+        result = await client.completions.batch(MODEL, ["a", "broken", "c"])
+    assert [item.ok for item in result.items] == [True, False, True]
+    assert isinstance(result.items[1].error, APIResponseValidationError)
+
+
+async def test_batch_retries_are_logged_at_debug(
+    make_client: Callable[..., AsyncGradient], fake_sleep: FakeSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="gradient_async")
+    async with make_client() as client:
+        result = await client.completions.batch(
+            MODEL, ["x !status:503"], retry=RetryPolicy(max_retries=2, sleep=fake_sleep)
+        )
+    assert result.stats.retried == 2
+    lines = [r.getMessage() for r in caplog.records if "retrying batch item" in r.getMessage()]
+    assert len(lines) == 2 and "index=0" in lines[0] and "status=503" in lines[0]

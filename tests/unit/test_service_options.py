@@ -163,6 +163,14 @@ async def test_size_cap_and_raw_response_with_a_users_http_client(api: FakeAPI) 
     ("kwargs", "match"),
     [
         ({"extra_headers": {"x": 1}}, "extra_headers"),
+        ({"extra_headers": {"x-name": "caf\u00e9"}}, "printable ASCII"),
+        ({"extra_headers": {"x-split": "a\r\nX-Evil: 1"}}, "without line breaks"),
+        ({"extra_headers": {"x-nul": "a\x00"}}, "x-nul"),
+        ({"extra_headers": {"bad name": "v"}}, "not a valid HTTP header name"),
+        ({"extra_headers": {"Content-Length": "1"}}, "set by the client"),
+        ({"extra_headers": {"transfer-encoding": "chunked"}}, "set by the client"),
+        ({"extra_headers": {"Host": "evil.test"}}, "set by the client"),
+        ({"extra_query": {"q": "caf\u00e9"}}, None),
         ({"extra_query": {"x": None}}, "extra_query"),
         ({"extra_body": ["x"]}, "extra_body"),
         ({"timeout": -1}, "timeout"),
@@ -171,8 +179,16 @@ async def test_size_cap_and_raw_response_with_a_users_http_client(api: FakeAPI) 
     ],
 )
 async def test_bad_per_call_options_fail_before_the_network(
-    client: AsyncGradient, api: FakeAPI, kwargs: dict[str, Any], match: str
+    client: AsyncGradient, api: FakeAPI, kwargs: dict[str, Any], match: str | None
 ) -> None:
+    if match is None:  # allowed: query values are percent-encoded, not header-checked
+        await client.completions.create(ADAPTER_ID, query="q", **kwargs)
+        return
     with pytest.raises(ValidationError, match=match):
         await client.completions.create(ADAPTER_ID, query="q", **kwargs)
     assert api.requests == []
+
+
+def test_bad_default_headers_fail_at_construction() -> None:
+    with pytest.raises(ValidationError, match="without line breaks"):
+        AsyncGradient(access_token="t", workspace_id="w", base_url=BASE, default_headers={"x-a": "1\n2"})

@@ -19,6 +19,7 @@ import trio
 
 from gradient_async import (
     APIConnectionError,
+    APIResponseValidationError,
     APITimeoutError,
     AsyncGradient,
     InternalServerError,
@@ -104,6 +105,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif self.path in ("/api/badgzip", "/api/deep"):
+            data = b"not gzip at all" if self.path == "/api/badgzip" else b"[" * 100_000 + b"]" * 100_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if self.path == "/api/badgzip":
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.path == "/api/garbage":
+            self.wfile.write(b"HTTP/1.1 2OO NOT A STATUS\r\n\r\n")
+            self.close_connection = True
         elif self.path == "/api/hangup":
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -396,3 +409,36 @@ async def test_a_hook_may_reroute_the_request_on_the_fast_path(server: tuple[str
     async with _client(url, hooks=Hooks(on_request=[reroute])) as client:
         await client.models.list()
     assert state.requests[-1][1] == "/api/models?capability=complete"
+
+
+@pytest.mark.parametrize("path", ["/badgzip", "/deep"])
+async def test_undecodable_or_too_deep_bodies_are_typed_errors(server: tuple[str, ServerState], path: str) -> None:
+    """Never an httpx.DecodingError or RecursionError from deep inside: a typed error naming the call."""
+    url, _ = server
+    async with _client(url, tracing=False, max_retries=0) as client:
+        with pytest.raises(APIResponseValidationError, match=f"GET http://127.0.0.1:[0-9]+/api{path}") as caught:
+            await client.request(RequestOptions("GET", path), lambda data: data)
+    assert caught.value.status_code == 200 and caught.value.request is not None
+
+
+async def test_a_malformed_answer_is_a_protocol_error_that_never_shows_the_token(
+    server: tuple[str, ServerState],
+) -> None:
+    url, _ = server
+    async with _client(url, tracing=False, max_retries=0) as client:
+        with pytest.raises(APIConnectionError, match="invalid HTTP response") as caught:
+            await client.request(RequestOptions("GET", "/garbage"), None)
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:  # what a traceback prints: causes, and contexts not suppressed
+        chain.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    assert "400, message" not in str(caught.value)
+    assert all("tok" not in repr(e) and "tok" not in str(e) for e in chain), [repr(e) for e in chain]
+
+
+async def test_a_timeout_names_the_limit_that_fired(server: tuple[str, ServerState]) -> None:
+    url, _ = server
+    async with _client(url, tracing=False, max_retries=0, timeout=0.5) as client:
+        with pytest.raises(APITimeoutError, match=r"no complete response within 0\.5 s"):
+            await client.request(RequestOptions("GET", "/trickle"), None)
