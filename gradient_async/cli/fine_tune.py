@@ -84,7 +84,9 @@ def _epoch_line(run: FineTuneRunResult, index: int) -> str:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    argv = [a for a in sys.argv[1:] if a != "--resume"] if sys.argv[1:2] == ["fine-tune"] else []
+    """The command that continues this run: the one given (`args.argv`, set by `cli.main`) plus --resume."""
+    given: list[str] = list(getattr(args, "argv", None) or [])
+    argv = [a for a in given if a != "--resume"] if given[:1] == ["fine-tune"] else []
     return "gradient-async " + shlex.join([*argv, "--resume"]) if argv else "the same command with --resume"
 
 
