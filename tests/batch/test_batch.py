@@ -483,3 +483,43 @@ async def test_batch_retries_are_logged_at_debug(
     assert result.stats.retried == 2
     lines = [r.getMessage() for r in caplog.records if "retrying batch item" in r.getMessage()]
     assert len(lines) == 2 and "index=0" in lines[0] and "status=503" in lines[0]
+
+
+def test_scattered_429s_slow_the_adaptive_client_but_not_rate_control_none(server: FakeServer) -> None:
+    """README, rate control: a server refusing a third of requests once with 429 (not about rate)
+    drags the adaptive pace down; with rate_control=None each item only waits its own Retry-After."""
+    server.latency = 0.002
+    seen: set[str] = set()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        query = json.loads(request.content)["query"]
+        if int(query[1:]) % 3 == 0 and query not in seen:
+            seen.add(query)
+            return httpx.Response(429, headers={"Retry-After": "0.05"}, json={"message": "busy"})
+        return await server.handler(request)
+
+    def run(**kwargs: Any) -> float:
+        seen.clear()
+        elapsed: list[float] = []
+
+        async def main() -> None:
+            client = AsyncGradient(
+                access_token="t",
+                workspace_id="w",
+                base_url="http://gradient.test/api",
+                transport=httpx.MockTransport(handler),
+                **kwargs,
+            )
+            async with client:
+                start = anyio.current_time()
+                result = await client.completions.batch(MODEL, [f"p{i}" for i in range(120)], max_concurrency=6)
+                elapsed.append(anyio.current_time() - start)
+            assert result.ok == 120
+
+        anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+        return elapsed[0]
+
+    plain = run(rate_control=None)
+    adaptive = run()
+    assert plain < 0.5  # 40 waits of ~50 ms, six at a time, plus 120 answers of 2 ms
+    assert adaptive > 3 * plain
