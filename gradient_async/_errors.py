@@ -31,7 +31,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -267,6 +267,45 @@ def error_signature(exc: BaseException) -> str:
     if isinstance(exc, APIStatusError):
         return f"{type(exc).__name__}: {exc.status_code}: {exc.message} type={exc.error_type}"
     return f"{type(exc).__name__}: {exc}"
+
+
+STOP_AFTER: Final = 5
+"""Identical hopeless failures in a row after which a long run (batch file, evaluation) stops."""
+
+
+def is_hopeless(error: BaseException | None) -> bool:
+    """An error no retry and no other item can fix: bad token, no access, unknown model, refused connection."""
+    if isinstance(error, (AuthenticationError, PermissionDeniedError, NotFoundError)):
+        return True
+    return isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError) and not error.sent
+
+
+class HopelessStreak:
+    """A run of identical hopeless failures (`is_hopeless`, same `error_signature`): a long run
+    stops once it reaches `limit`, since every later item would fail the same way.
+
+    Example::
+
+        streak = HopelessStreak(STOP_AFTER)
+        for item in items:
+            if streak.add(item.error):     # None (a success) or a non-hopeless error resets it
+                break
+    """
+
+    def __init__(self, limit: int = STOP_AFTER) -> None:
+        self.limit = limit
+        self.signature: str | None = None
+        self.count = 0
+
+    def add(self, error: BaseException | None) -> bool:
+        """Record one finished item; True when the run should stop."""
+        if error is None or not is_hopeless(error):
+            self.signature, self.count = None, 0
+            return False
+        signature = error_signature(error)  # request ids differ on every answer
+        self.count = self.count + 1 if signature == self.signature else 1
+        self.signature = signature
+        return self.count >= self.limit
 
 
 def make_status_error(response: httpx.Response) -> APIStatusError:

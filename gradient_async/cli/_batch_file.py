@@ -18,31 +18,17 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Literal
 
 from gradient_async._batch.progress import ProgressCallback
 from gradient_async._client import AsyncGradient
-from gradient_async._errors import (
-    APIConnectionError,
-    APITimeoutError,
-    AuthenticationError,
-    GradientError,
-    InputValidationError,
-    NotFoundError,
-    PermissionDeniedError,
-    error_signature,
-)
+from gradient_async._errors import STOP_AFTER, GradientError, HopelessStreak, InputValidationError
 from gradient_async.batch import BatchItem, stream_complete_batch
 from gradient_async.cli._errors import describe, os_reason
 from gradient_async.types._base import validate_input
 from gradient_async.types.completions import CompleteBody, Completion
 
 __all__ = ["STOP_AFTER", "BatchFileError", "BatchFileSummary", "run_file"]
-
-STOP_AFTER: Final = 5
-"""Identical failures in a row (401, 403, 404, cannot connect) after which a run stops: no later item can succeed."""
-
-_HOPELESS = (AuthenticationError, PermissionDeniedError, NotFoundError)
 
 
 class BatchFileError(GradientError):
@@ -240,28 +226,6 @@ class _Output:
             self.fh.close()
 
 
-@dataclass
-class _Streak:
-    """A run of identical failures that no retry or later item can fix."""
-
-    limit: int
-    signature: str | None = None
-    count: int = 0
-
-    def add(self, error: BaseException | None) -> bool:
-        """Record one finished item; True when the run should stop."""
-        hopeless = isinstance(error, _HOPELESS) or (
-            isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError) and not error.sent
-        )
-        if error is None or not hopeless:
-            self.signature, self.count = None, 0
-            return False
-        signature = error_signature(error)  # not describe(): request ids differ on every answer
-        self.count = self.count + 1 if signature == self.signature else 1
-        self.signature = signature
-        return self.count >= self.limit
-
-
 def _row(item_id: Any, line: int, value: Completion | None, error: str | None) -> dict[str, Any]:
     return {
         "id": item_id,
@@ -310,7 +274,7 @@ async def run_file(
     done, fh = _prepare(input_path, output_path, resume=resume, overwrite=overwrite)
     out = _Output(output_path, fh, summary)
     source = _Input(input_path, done, params, err=stderr, summary=counts)
-    streak = _Streak(1 if fail_fast else stop_after)
+    streak = HopelessStreak(1 if fail_fast else stop_after)
     lines: dict[str, int] = {}  # id key -> INPUT line, for items sent and not written yet
 
     class _Prompts:

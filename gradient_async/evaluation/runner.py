@@ -24,21 +24,16 @@ import tempfile
 import time
 import zlib
 from array import array
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from gradient_async._batch.progress import ProgressArg
 from gradient_async._errors import (
-    APIConnectionError,
-    APITimeoutError,
-    AuthenticationError,
+    STOP_AFTER,
     GradientError,
+    HopelessStreak,
     InputValidationError,
-    NotFoundError,
-    PermissionDeniedError,
-    error_signature,
 )
 from gradient_async.batch import stream_complete_batch
 from gradient_async.evaluation.dataset import EvalItem, EvalItems, EvalSource, load_items
@@ -62,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["evaluate"]
 
 _PENDING, _ANSWERED, _FAILED = 0, 1, 2
-STOP_AFTER = 5
 """A model stops after this many identical hopeless failures in a row (401, 403, 404, connection refused)."""
 _NAN = math.nan
 
@@ -183,7 +177,7 @@ async def _run_model(
 ) -> str | None:
     """Answer and score `model`'s missing items; the reason when it stopped early (hopeless failures)."""
     status = table.status[model]
-    streak: deque[str] = deque(maxlen=STOP_AFTER)
+    streak = HopelessStreak(STOP_AFTER)
     pending: dict[int, tuple[int, EvalItem]] = {}
 
     def prompts() -> Iterator[dict[str, Any]]:
@@ -205,15 +199,11 @@ async def _run_model(
                 error = f"{type(result.error).__name__}: {result.error}"
                 row = {"id": item.id, "index": index, "model": model, "answer": None, "error": error, "scores": {}}
                 out.write(_dump(row))
-                if _hopeless(result.error):
-                    streak.append(error_signature(result.error))  # request ids differ on every answer
-                    if len(streak) == STOP_AFTER and len(set(streak)) == 1:
-                        out.flush()
-                        return f"stopped after {STOP_AFTER} identical failures in a row: {error}"
-                else:
-                    streak.clear()
+                if streak.add(result.error):
+                    out.flush()
+                    return f"stopped after {STOP_AFTER} identical failures in a row: {error}"
                 continue
-            streak.clear()
+            streak.add(None)
             chunk.append((index, item, result.value))
             if len(chunk) >= chunk_size:
                 await _score_chunk(client, model, chunk, scorers, table, out)
@@ -222,13 +212,6 @@ async def _run_model(
         await _score_chunk(client, model, chunk, scorers, table, out)
     out.flush()
     return None
-
-
-def _hopeless(error: BaseException | None) -> bool:
-    """An error no retry and no other item can fix: bad token, no access, unknown model, refused connection."""
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, NotFoundError)):
-        return True
-    return isinstance(error, APIConnectionError) and not isinstance(error, APITimeoutError) and not error.sent
 
 
 def _summarize(

@@ -126,3 +126,29 @@ async def test_transport_errors_are_typed(client: AsyncGradient, api: FakeAPI) -
     assert timeout.value.sent is True
     with pytest.raises(APIConnectionError, match="peer closed"):
         await quick.adapters.delete(ADAPTER_ID)
+
+
+def test_a_hopeless_streak_needs_the_same_failure_in_a_row() -> None:
+    """Only identical errors no retry can fix count; a success or any other error starts over."""
+    from gradient_async._errors import HopelessStreak, make_status_error
+
+    def not_found(model: str, request_id: str) -> NotFoundError:
+        response = httpx.Response(
+            404,
+            json={"message": f"no model {model!r}", "type": "unknownModelAdapter"},
+            headers={"x-request-id": request_id},
+            request=httpx.Request("POST", "http://x/api/models/m/complete"),
+        )
+        error = make_status_error(response)
+        assert isinstance(error, NotFoundError)
+        return error
+
+    streak = HopelessStreak(3)
+    assert not streak.add(not_found("a", "r1")) and not streak.add(not_found("a", "r2"))
+    assert not streak.add(None)  # a success resets it
+    assert not streak.add(not_found("a", "r3")) and not streak.add(not_found("b", "r4"))  # another model
+    assert not streak.add(not_found("b", "r5"))
+    assert streak.add(not_found("b", "r6"))  # request ids differ; the failure is the same
+    unfixable = APIConnectionError("refused", sent=False)
+    assert not HopelessStreak(1).add(APIConnectionError("reset", sent=True))  # may have arrived: not hopeless
+    assert HopelessStreak(1).add(unfixable)
