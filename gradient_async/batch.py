@@ -18,9 +18,19 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, Unpack
@@ -116,11 +126,30 @@ class BatchStream(Generic[T]):
             await self._gen.aclose()
 
     async def collect(self) -> BatchResult[T]:
-        """Run to the end and return every item in input order."""
+        """Run to the end and return every item in input order.
+
+        A batch that stops with an error (`fail_fast`, your prompt source or a hook raising) raises
+        it with the items that had finished attached as `error.partial_result` (a `BatchResult`),
+        so nothing already answered is lost.
+
+        Example::
+
+            try:
+                result = await client.completions.batch(model_id, read_prompts())
+            except KeyError as exc:                     # your prompt generator's bug
+                result = exc.partial_result             # what finished before it
+        """
         items: list[BatchItem[T]] = []
-        async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
-            async for item in gen:
-                items.append(item)
+        try:
+            async with aclosing(self.__aiter__()) as gen:  # type: ignore[type-var]
+                async for item in gen:
+                    items.append(item)
+        except Exception as exc:  # not cancellation: the caller stopped the batch and wants nothing back
+            items.sort(key=lambda item: item.index)
+            with contextlib.suppress(AttributeError):  # an exception type without a __dict__ carries the note only
+                setattr(exc, "partial_result", BatchResult(items, self.stats))  # noqa: B010
+            exc.add_note(f"gradient_async: {len(items)} batch items had finished (error.partial_result)")
+            raise
         items.sort(key=lambda item: item.index)
         return BatchResult(items, self.stats)
 
@@ -283,7 +312,21 @@ async def embed_batch(
     )
     items: list[BatchItem[list[float]]] = []
     stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items), make_job))
-    chunk_items = (await stream.collect()).items
+    try:
+        chunks = await stream.collect()
+    except Exception as exc:  # the items that had finished ride on the error: per text, as a result would be
+        partial = getattr(exc, "partial_result", None)
+        if isinstance(partial, BatchResult):
+            setattr(exc, "partial_result", _per_text(partial.items, items, runner.stats))  # noqa: B010
+        raise
+    return _per_text(chunks.items, items, runner.stats)
+
+
+def _per_text(
+    chunk_items: Sequence[BatchItem[list[list[float]]]], rejected: list[BatchItem[list[float]]], runner: BatchStats
+) -> BatchResult[list[float]]:
+    """Embedding chunks split back into one item per text (with the texts rejected before sending)."""
+    items = list(rejected)
     for chunk in chunk_items:
         texts_in_chunk: list[tuple[int, str]] = chunk.prompt
         vectors = chunk.value
@@ -292,22 +335,14 @@ async def embed_batch(
             error = chunk.error
             if error is None and value is None:
                 error = ValidationError(f"the server returned no embedding for text {offset} of chunk {chunk.index}")
-            items.append(
-                batch_item(
-                    index,
-                    text,
-                    value=value,
-                    error=error,
-                    attempts=chunk.attempts,
-                )
-            )
+            items.append(batch_item(index, text, value=value, error=error, attempts=chunk.attempts))
     stats = BatchStats(
         ok=sum(item.ok for item in items),
         failed=sum(not item.ok for item in items),
-        requests=runner.stats.requests,
-        retried=runner.stats.retried,
-        rate_limited=runner.stats.rate_limited,
-        elapsed=runner.stats.elapsed,
+        requests=runner.requests,
+        retried=runner.retried,
+        rate_limited=runner.rate_limited,
+        elapsed=runner.elapsed,
     )
     items.sort(key=lambda item: item.index)
     return BatchResult(items, stats)

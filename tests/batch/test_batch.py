@@ -523,3 +523,47 @@ def test_scattered_429s_slow_the_adaptive_client_but_not_rate_control_none(serve
     adaptive = run()
     assert plain < 0.5  # 40 waits of ~50 ms, six at a time, plus 120 answers of 2 ms
     assert adaptive > 3 * plain
+
+
+def test_a_batch_stopped_by_an_error_keeps_what_had_finished(server: FakeServer) -> None:
+    """A prompt source that raises (or fail_fast) stops the batch; the finished items ride on the error."""
+    from gradient_async.batch import BatchResult
+
+    async def prompts() -> AsyncIterator[str]:
+        for i in range(5):
+            yield f"p{i}"
+        await anyio.sleep(1)  # every item above finishes first (fake clock)
+        raise KeyError("bad row 5")
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://gradient.test/api",
+            transport=httpx.MockTransport(server.handler),
+        )
+        async with client:
+            with pytest.raises(KeyError) as caught:
+                await client.completions.batch(MODEL, prompts())
+            partial = caught.value.partial_result  # type: ignore[attr-defined]
+            assert isinstance(partial, BatchResult) and [item.index for item in partial] == [0, 1, 2, 3, 4]
+            assert all(item.ok for item in partial)
+            assert "5 batch items had finished" in "".join(caught.value.__notes__)
+
+            with pytest.raises(BadRequestError) as failed:
+                await client.completions.batch(MODEL, ["a", "b !status:400"], fail_fast=True, max_concurrency=1)
+            assert [item.index for item in failed.value.partial_result] == [0]  # type: ignore[attr-defined]
+
+            async def texts() -> AsyncIterator[str]:
+                for i in range(7):
+                    yield "t" * (i + 1)
+                await anyio.sleep(1)
+                raise KeyError("bad text")
+
+            with pytest.raises(KeyError) as embedded:
+                await client.embeddings.batch("bge-large", texts(), chunk_size=3)
+            per_text = embedded.value.partial_result  # type: ignore[attr-defined]
+            assert [item.index for item in per_text] == [0, 1, 2, 3, 4, 5]  # two full chunks, per text
+            assert [item.unwrap()[0] for item in per_text] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
