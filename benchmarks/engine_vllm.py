@@ -174,6 +174,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             print(f"{engine}: warming up and fine-tuning {args.adapters} adapters", flush=True)
             entry: dict[str, Any] = {"setup": await gateway.setup(args.adapters)}
+            rank = getattr(getattr(gateway.state.engine, "inner", gateway.state.engine), "max_lora_rank", None)
+            if rank is not None:
+                entry["max_lora_rank"] = rank  # vLLM computes every adapter at this rank
             print(f"  {entry['setup']}", flush=True)
             if tokenizer is None:
                 base_dir = root / engine / "engine" / ("trainer" if engine == "vllm" else "") / "base"

@@ -179,7 +179,7 @@ class _Call:
     stands), errors, and every transport but our aiohttp one (a user's `http_client=` or `transport=`,
     trio, respx). Unobserved calls on our aiohttp transport send the prepared parts directly."""
 
-    __slots__ = ("_request", "content", "extensions", "headers", "method", "pairs", "target", "url")
+    __slots__ = ("_request", "content", "extensions", "headers", "method", "observed", "pairs", "target", "url")
 
     def __init__(
         self,
@@ -199,11 +199,7 @@ class _Call:
         self.content = content
         self.extensions = extensions
         self._request: httpx.Request | None = None
-
-    @property
-    def built(self) -> bool:
-        """Whether the `httpx.Request` exists (then it is what is sent)."""
-        return self._request is not None
+        self.observed = False  # hooks or spans saw the request (and may have changed it): send it as it stands
 
     @property
     def request(self) -> httpx.Request:
@@ -356,7 +352,7 @@ class _Pool:
         (`respx.mock(using="httpx")`), is used through the public `send`.
         Bodies over `max_response_bytes` raise ResponseTooLarge, without being read whole."""
         fast = self.fast_transport()
-        if fast is not None and not call.built:
+        if fast is not None and not call.observed:
             exchange = await fast.exchange(
                 call.method,
                 call.target,
@@ -525,6 +521,11 @@ class AsyncGradient:
         self._init(config, pool, root=True, instrumentation=Instrumentation.of(hooks, tracing, trace_content))
 
     def _init(self, config: ClientConfig, pool: _Pool, *, root: bool, instrumentation: Instrumentation) -> None:
+        for setting, value in (("access_token", config.access_token.reveal()), ("workspace_id", config.workspace_id)):
+            problem = _header_value_problem(value)
+            if problem is not None:  # never the value: it is a credential
+                env = "GRADIENT_ACCESS_TOKEN" if setting == "access_token" else "GRADIENT_WORKSPACE_ID"
+                raise ValidationError(f"{setting} (or {env}) {problem}; strip it")
         self._config = config
         self._pool = pool
         self._root = root
@@ -882,6 +883,7 @@ class AsyncGradient:
         if scope is None:
             return await self._send_once(call, timeouts, cost)
         request = call.request
+        call.observed = True
         await scope.attempt_started(request)
         try:
             answer = await self._send_once(call, timeouts, cost)
@@ -999,6 +1001,19 @@ _HEADER_VALUE: Final = re.compile(r"[\t\x20-\x7e]*")
 _FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 
 
+def _header_value_problem(value: str) -> str | None:
+    """What keeps `value` from being sent as a header value (without quoting it), or None."""
+    if _HEADER_VALUE.fullmatch(value):
+        return None
+    position, char = next((i, c) for i, c in enumerate(value) if not _HEADER_VALUE.fullmatch(c))
+    if char in "\r\n":
+        hint = " (a trailing newline, e.g. from a file?)" if not value[position:].strip() else ""
+        return f"contains a line break at position {position}{hint}"
+    if char.isascii():
+        return f"contains a control character at position {position}"
+    return f"contains a non-ASCII character at position {position}"
+
+
 def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[str, str], ...]:
     """`headers` checked before anything is sent: HTTP token names, printable ASCII values (no CR/LF,
     which would split the request), and none of the headers the client frames the request with."""
@@ -1006,10 +1021,9 @@ def _header_items(headers: Mapping[str, str] | None, name: str) -> tuple[tuple[s
     for key, value in items:
         if not _HEADER_NAME.fullmatch(key):
             raise ValidationError(f"{name}: {key!r} is not a valid HTTP header name")
-        if not _HEADER_VALUE.fullmatch(value):
-            raise ValidationError(
-                f"{name}: the value of {key!r} must be printable ASCII without line breaks, got {value!r}"
-            )
+        problem = _header_value_problem(value)
+        if problem is not None:  # never the value itself: headers carry secrets
+            raise ValidationError(f"{name}: the value of {key!r} {problem}; header values must be printable ASCII")
         if key.lower() in _FRAMING_HEADERS:
             raise ValidationError(f"{name}: {key!r} is set by the client from the request itself; leave it out")
     return items

@@ -36,6 +36,7 @@ from typing import Any, Final
 import httpx
 
 __all__ = [
+    "STOP_AFTER",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -46,6 +47,7 @@ __all__ = [
     "ClientClosedError",
     "ConflictError",
     "GradientError",
+    "HopelessStreak",
     "InputValidationError",
     "InternalServerError",
     "MissingCredentialsError",
@@ -57,6 +59,7 @@ __all__ = [
     "UnprocessableEntityError",
     "ValidationError",
     "error_signature",
+    "is_hopeless",
     "make_status_error",
     "parse_retry_after",
 ]

@@ -24,7 +24,15 @@ from typing import Any
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "AutoTransport", "Exchange", "ResponseTooLarge", "UndecodableBody", "str_pairs"]
+__all__ = [
+    "AiohttpTransport",
+    "AutoTransport",
+    "Exchange",
+    "ResponseTooLarge",
+    "UndecodableBody",
+    "decoded_response",
+    "str_pairs",
+]
 
 
 class ResponseTooLarge(Exception):

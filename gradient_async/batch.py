@@ -68,6 +68,7 @@ __all__ = [
     "TqdmProgress",
     "complete_batch",
     "embed_batch",
+    "partial_result",
     "stream_complete_batch",
 ]
 
@@ -79,6 +80,33 @@ Prompt: TypeAlias = "str | Mapping[str, Any]"
 
 BATCH_MIN_RETRIES = 5
 """With `retry=None` a batch retries each item at least this often (the client's policy otherwise)."""
+
+
+def partial_result(error: BaseException) -> BatchResult[Any] | None:
+    """The items a batch had finished when `error` stopped it (`fail_fast`, your prompt source or a
+    hook raising), in input order; None for an error no batch raised.
+
+    Example::
+
+        try:
+            result = await client.completions.batch(model_id, read_prompts())
+        except KeyError as exc:                     # your prompt generator's bug
+            result = partial_result(exc)            # what had finished before it
+    """
+    found = getattr(error, "partial_result", None)
+    return found if isinstance(found, BatchResult) else None
+
+
+def _attach_partial(error: Exception, result: BatchResult[Any]) -> None:
+    """Put `result` on `error` (`error.partial_result`) with a note saying so (replacing an earlier one)."""
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__ carries the note only
+        setattr(error, "partial_result", result)  # noqa: B010
+    note = f"gradient_async: {len(result.items)} batch items had finished (gradient_async.batch.partial_result(error))"
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list) and notes and str(notes[-1]).startswith("gradient_async: "):
+        notes[-1] = note
+    else:
+        error.add_note(note)
 
 
 def batch_policy(client: AsyncGradient, retry: RetryPolicy | None) -> RetryPolicy:
@@ -129,15 +157,12 @@ class BatchStream(Generic[T]):
         """Run to the end and return every item in input order.
 
         A batch that stops with an error (`fail_fast`, your prompt source or a hook raising) raises
-        it with the items that had finished attached as `error.partial_result` (a `BatchResult`),
-        so nothing already answered is lost.
+        it with the items that had finished attached (`partial_result(error)`), so nothing already
+        answered is lost.
 
         Example::
 
-            try:
-                result = await client.completions.batch(model_id, read_prompts())
-            except KeyError as exc:                     # your prompt generator's bug
-                result = exc.partial_result             # what finished before it
+            result = await client.completions.stream_batch(model_id, prompts).collect()
         """
         items: list[BatchItem[T]] = []
         try:
@@ -146,9 +171,7 @@ class BatchStream(Generic[T]):
                     items.append(item)
         except Exception as exc:  # not cancellation: the caller stopped the batch and wants nothing back
             items.sort(key=lambda item: item.index)
-            with contextlib.suppress(AttributeError):  # an exception type without a __dict__ carries the note only
-                setattr(exc, "partial_result", BatchResult(items, self.stats))  # noqa: B010
-            exc.add_note(f"gradient_async: {len(items)} batch items had finished (error.partial_result)")
+            _attach_partial(exc, BatchResult(items, self.stats))
             raise
         items.sort(key=lambda item: item.index)
         return BatchResult(items, self.stats)
@@ -317,7 +340,7 @@ async def embed_batch(
     except Exception as exc:  # the items that had finished ride on the error: per text, as a result would be
         partial = getattr(exc, "partial_result", None)
         if isinstance(partial, BatchResult):
-            setattr(exc, "partial_result", _per_text(partial.items, items, runner.stats))  # noqa: B010
+            _attach_partial(exc, _per_text(partial.items, items, runner.stats))
         raise
     return _per_text(chunks.items, items, runner.stats)
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import httpx
 
-from gradient_async.engine._vllm_child import ChildFailed, VllmChild
+from gradient_async.engine._vllm_child import DEFAULT_MAX_LORA_RANK, ChildFailed, VllmChild, cli_flag
 from gradient_async.engine._vllm_wire import completion_body, completion_result, error_message
 from gradient_async.engine.base import (
     AdapterSpec,
@@ -53,7 +53,14 @@ from gradient_async.engine.base import (
 if TYPE_CHECKING:
     from gradient_async.engine.registry import EngineOptions
 
-__all__ = ["VLLM_VERSION", "PeftTrainer", "VllmEngine", "build_vllm_engines", "default_vllm_python"]
+__all__ = [
+    "DEFAULT_MAX_LORA_RANK",
+    "VLLM_VERSION",
+    "PeftTrainer",
+    "VllmEngine",
+    "build_vllm_engines",
+    "default_vllm_python",
+]
 
 VLLM_VERSION = "0.32.0"
 _VERSION_DIR = re.compile(r"^v(\d+)$")
@@ -81,24 +88,6 @@ class PeftTrainer(Trainer, Protocol):
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     async def aclose(self) -> None: ...
-
-
-DEFAULT_MAX_LORA_RANK = 8
-"""vLLM's `--max-lora-rank` for a child we start: the trainer's default rank. vLLM sizes its LoRA
-buffers and computes every adapter at this rank whatever its own, so it is kept small (on CPU, 32
-concurrent completions over 8 rank-8 adapters mixed: 75 tok/s at 8, 42 at 16). Pass
-`--vllm-arg=--max-lora-rank=N` to serve adapters of a larger rank."""
-
-
-def cli_flag(args: Sequence[str], flag: str) -> str | None:
-    """The value `args` give `flag` (`--flag=V` or `--flag V`; the last one wins), or None."""
-    value: str | None = None
-    for i, arg in enumerate(args):
-        if arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-        elif arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-    return value
 
 
 def _unavailable(message: str) -> EngineError:
@@ -146,7 +135,11 @@ class VllmEngine:
             try:
                 max_lora_rank = int(given)
             except ValueError:
-                raise ValueError(f"--max-lora-rank must be an integer, got {given!r}") from None
+                max_lora_rank = 0
+            if max_lora_rank < 1:
+                raise ValueError(
+                    f"--max-lora-rank must be an integer >= 1 (--vllm-arg=--max-lora-rank=16), got {given!r}"
+                )
         # a running server (url) has its own setting: adapters are checked against it only when told
         self.max_lora_rank = max_lora_rank if max_lora_rank is not None or url else DEFAULT_MAX_LORA_RANK
         self.max_new_tokens_default = max_new_tokens_default

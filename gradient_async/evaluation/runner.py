@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["evaluate"]
 
 _PENDING, _ANSWERED, _FAILED = 0, 1, 2
-"""A model stops after this many identical hopeless failures in a row (401, 403, 404, connection refused)."""
 _NAN = math.nan
 
 

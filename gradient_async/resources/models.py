@@ -165,6 +165,7 @@ class AsyncModels(AsyncResource):
 
             await client.models.delete(adapter.id)
         """
+        path_id(model_id, "model_id")  # an error names this method's own parameter
         await self._client.adapters.delete(  # the same DELETE /models/{id}
             model_id,
             timeout=timeout,

@@ -10,6 +10,7 @@ from gradient_async import (
     BaseModelHandle,
     Completion,
     FineTuneResult,
+    InputValidationError,
     ModelAdapter,
     Sample,
     StructuredInput,
@@ -77,6 +78,8 @@ async def test_get_and_delete_model(client: AsyncGradient, api: FakeAPI) -> None
     await client.models.delete(ADAPTER_ID)
     delete = api.requests[1]
     assert delete.method == "DELETE" and delete.content == b"" and "content-type" not in delete.headers
+    with pytest.raises(InputValidationError, match="model_id"):  # its own parameter's name, not adapter_id's
+        await client.models.delete("")
 
 
 async def test_path_ids_are_percent_encoded(client: AsyncGradient, api: FakeAPI) -> None:

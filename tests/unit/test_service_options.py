@@ -163,8 +163,9 @@ async def test_size_cap_and_raw_response_with_a_users_http_client(api: FakeAPI) 
     ("kwargs", "match"),
     [
         ({"extra_headers": {"x": 1}}, "extra_headers"),
-        ({"extra_headers": {"x-name": "caf\u00e9"}}, "printable ASCII"),
-        ({"extra_headers": {"x-split": "a\r\nX-Evil: 1"}}, "without line breaks"),
+        ({"extra_headers": {"x-name": "caf\u00e9"}}, "non-ASCII character at position 3"),
+        ({"extra_headers": {"x-split": "a\r\nX-Evil: 1"}}, "line break at position 1"),
+        ({"extra_headers": {"Connection": "close"}}, "set by the client"),
         ({"extra_headers": {"x-nul": "a\x00"}}, "x-nul"),
         ({"extra_headers": {"bad name": "v"}}, "not a valid HTTP header name"),
         ({"extra_headers": {"Content-Length": "1"}}, "set by the client"),
@@ -189,6 +190,39 @@ async def test_bad_per_call_options_fail_before_the_network(
     assert api.requests == []
 
 
-def test_bad_default_headers_fail_at_construction() -> None:
-    with pytest.raises(ValidationError, match="without line breaks"):
+def test_bad_default_headers_fail_at_construction_and_in_copies() -> None:
+    with pytest.raises(ValidationError, match="line break at position 1"):
         AsyncGradient(access_token="t", workspace_id="w", base_url=BASE, default_headers={"x-a": "1\n2"})
+    client = AsyncGradient(access_token="t", workspace_id="w", base_url=BASE)
+    with pytest.raises(ValidationError, match="Transfer-Encoding"):
+        client.with_options(default_headers={"Transfer-Encoding": "chunked"})
+
+
+@pytest.mark.parametrize("where", ["default_headers", "extra_headers"])
+@pytest.mark.parametrize("secret", ["Bearer SECRET-123\n", "SECRET-123\u00e9", "SECRET-123\r\nX: y"])
+async def test_a_refused_header_value_is_never_quoted(client: AsyncGradient, where: str, secret: str) -> None:
+    """Header values carry credentials: the error says what is wrong and where, not the value."""
+    with pytest.raises(ValidationError) as caught:
+        if where == "default_headers":
+            AsyncGradient(access_token="t", workspace_id="w", base_url=BASE, default_headers={"Authorization": secret})
+        else:
+            await client.models.list(extra_headers={"X-Api-Key": secret})
+    assert "SECRET" not in str(caught.value) and "SECRET" not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"access_token": "SECRET-123\n"},
+            r"access_token \(or GRADIENT_ACCESS_TOKEN\) contains a line break .* trailing",
+        ),
+        ({"access_token": "SECRET-123\u00e9"}, "access_token .* non-ASCII"),
+        ({"workspace_id": "ws\r\n"}, "workspace_id .* line break"),
+    ],
+)
+def test_credentials_that_cannot_be_sent_fail_at_construction(kwargs: dict[str, str], match: str) -> None:
+    settings = {"access_token": "t", "workspace_id": "w", **kwargs}
+    with pytest.raises(ValidationError, match=match) as caught:
+        AsyncGradient(base_url=BASE, **settings)
+    assert "SECRET" not in str(caught.value)

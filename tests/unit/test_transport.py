@@ -361,7 +361,11 @@ async def test_unobserved_calls_on_aiohttp_build_no_httpx_request_or_response(
         assert out.generated_output and built == []
         raw = await client.with_raw_response(client.completions.create, BASE_ID, query="hello")
         assert raw.status_code == 200 and built == ["request", "response"]  # built for the caller, once
-    method, _, headers, body = state.requests[-1]
+        method, _, headers, body = state.requests[-1]
+        built.clear()
+        state.fake.fail_next = 1  # a 503, then the retry succeeds
+        await client.models.list()
+        assert built == ["request", "response"]  # for the 503 error only: the retry stays on the fast path
     assert (method, headers["authorization"], headers["content-type"]) == ("POST", "Bearer tok", "application/json")
     assert json.loads(body)["query"] == "hello"
 

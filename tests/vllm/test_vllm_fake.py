@@ -290,8 +290,12 @@ def test_max_lora_rank_is_small_by_default_and_the_callers_flag_wins(tmp_path: P
     remote = VllmEngine(tmp_path / "r", trainer=FakeTrainer(tmp_path / "t"), model=MODEL, url="http://127.0.0.1:9")
     assert remote.max_lora_rank is None  # the running server's own setting decides
 
-    with pytest.raises(ValueError, match="--max-lora-rank must be an integer"):
-        make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max-lora-rank", "big"))
+    for bad in ("big", "0", "-8"):
+        with pytest.raises(ValueError, match="--max-lora-rank must be an integer >= 1"):
+            make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max-lora-rank", bad))
+    from gradient_async.engine._vllm_child import VllmChild
+
+    assert VllmChild(python, tokenizer_dir, served_name="m", log_path=tmp_path / "log").max_lora_rank == 8
 
 
 async def test_an_adapter_over_the_max_lora_rank_is_refused_with_the_fix(tmp_path: Path, tokenizer_dir: Path) -> None:
@@ -299,3 +303,21 @@ async def test_an_adapter_over_the_max_lora_rank_is_refused_with_the_fix(tmp_pat
     with pytest.raises(EngineError, match="rank must be <= 8"):
         await engine.create_adapter(AdapterSpec("a1", MODEL.slug, rank=32))
     await engine.aclose()
+
+
+async def test_the_server_answers_422_for_a_rank_over_the_limit(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """Through the Gradient API: a rank the vLLM child cannot serve is a 422 that says how to fix it."""
+    from gradient_async import AsyncGradient, UnprocessableEntityError
+    from gradient_async.server import ServerSettings, create_app
+
+    engine = make_engine(tmp_path, tmp_path / "python", tokenizer_dir)
+    app = create_app(ServerSettings(data_dir=tmp_path / "server", credentials={"t": {"w"}}), engine=engine)
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncGradient(
+        access_token="t", workspace_id="w", base_url="http://local/api", transport=transport
+    ) as client:
+        base = (await client.models.list(only_base=True))[0]
+        with pytest.raises(UnprocessableEntityError, match=r"rank must be <= 8 .*--vllm-arg=--max-lora-rank=N"):
+            await base.create_adapter(name="wide", rank=32)
+        assert await client.models.list(only_base=False) == await client.models.list(only_base=True)  # none made
+    await app.state.gradient.aclose()
