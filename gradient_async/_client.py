@@ -401,7 +401,12 @@ class _Pool:
         finally:
             await response.aclose()
         return decoded_response(
-            response.status_code, response.headers.raw, b"".join(chunks), request, dict(response.extensions)
+            response.status_code,
+            response.headers.raw,
+            b"".join(chunks),
+            request,
+            dict(response.extensions),
+            limit=limit,
         )
 
     def bounds_whole_attempt(self) -> bool:
@@ -537,9 +542,10 @@ class AsyncGradient:
                 "x-gradient-workspace-id": config.workspace_id,
                 "Accept": "application/json",
                 "User-Agent": USER_AGENT,
-                **dict(config.default_headers),
             }
         )
+        for key, value in config.default_headers:  # replaces case-insensitively (one Authorization, not two)
+            self._headers[key] = value
         self._json_headers = self._headers.copy()
         self._json_headers["Content-Type"] = "application/json"
         self._header_pairs = str_pairs(self._headers)
@@ -638,9 +644,11 @@ class AsyncGradient:
         if not isinstance(timeout, NotGiven):
             changes["timeout"] = to_httpx_timeout(timeout)
         if not isinstance(default_headers, NotGiven):
-            merged = dict(self._config.default_headers)
-            merged.update(_header_items(default_headers, "default_headers"))
-            changes["default_headers"] = tuple(merged.items())
+            merged = {key.lower(): (key, value) for key, value in self._config.default_headers}
+            merged.update(
+                (key.lower(), (key, value)) for key, value in _header_items(default_headers, "default_headers")
+            )
+            changes["default_headers"] = tuple(merged.values())  # names are case-insensitive: a new one replaces
         instrumentation = self._instrumentation
         if not isinstance(hooks, NotGiven):
             instrumentation = Instrumentation.of(hooks, instrumentation.tracing, instrumentation.trace_content)

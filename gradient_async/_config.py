@@ -186,6 +186,12 @@ class ClientConfig:
             raise ValidationError(f"rate_control must be a RateControl or None, got {type(self.rate_control).__name__}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValidationError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        try:
+            url = httpx.URL(self.base_url)
+        except httpx.InvalidURL as exc:
+            raise ValidationError(f"base_url (or GRADIENT_API_URL) is not a valid URL: {exc}") from None
+        if not url.host:
+            raise ValidationError(f"base_url (or GRADIENT_API_URL) names no host, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     @classmethod

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import httpx
@@ -63,13 +64,47 @@ def decoded_response(
     content: bytes,
     request: httpx.Request | None,
     extensions: dict[str, Any] | None = None,
+    *,
+    limit: int | None = None,
 ) -> httpx.Response:
-    """`httpx.Response` with its body read (and decoded: httpx applies the `Content-Encoding`), or
-    UndecodableBody when it cannot be decoded."""
+    """`httpx.Response` with its body read (and decoded: httpx applies the `Content-Encoding`);
+    UndecodableBody when it cannot be decoded, ResponseTooLarge when it decodes to more than `limit`
+    bytes (gzip and deflate are measured before they are inflated whole: no decompression bomb)."""
+    coding = next((v.strip().lower() for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1")
+    if limit is not None and coding in _ZLIB_CODINGS:
+        inflated = _inflated_size(content, coding, limit)
+        if inflated > limit:
+            raise ResponseTooLarge(httpx.Response(status, headers=headers, request=request), inflated, limit)
     try:
-        return httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
+        response = httpx.Response(status, headers=headers, content=content, request=request, extensions=extensions)
     except httpx.DecodingError as exc:
         raise UndecodableBody(httpx.Response(status, headers=headers, request=request), str(exc)) from None
+    if limit is not None and coding and len(response.content) > limit:  # other codings (br, zstd): measured after
+        raise ResponseTooLarge(httpx.Response(status, headers=headers, request=request), len(response.content), limit)
+    return response
+
+
+_ZLIB_CODINGS: Final = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflated_size(content: bytes, coding: str, limit: int) -> int:
+    """How many bytes `content` inflates to, counted in 64 KiB steps and no further than past
+    `limit` (constant memory); 0 when it is not valid (httpx's own decoder then says why)."""
+    wbits = _ZLIB_CODINGS[coding]
+    for attempt in (wbits, -zlib.MAX_WBITS) if coding == "deflate" else (wbits,):  # deflate: zlib, or raw
+        inflater = zlib.decompressobj(attempt)
+        size = 0
+        data = content
+        try:
+            while data and not inflater.eof:
+                size += len(inflater.decompress(data, 65536))
+                if size > limit:
+                    return size
+                data = inflater.unconsumed_tail
+        except zlib.error:
+            continue
+        return size
+    return 0
 
 
 def str_pairs(headers: httpx.Headers) -> list[tuple[str, str]]:
@@ -128,13 +163,14 @@ class Exchange:
     headers: list[tuple[bytes, bytes]]
     content: bytes
     content_encoding: str | None = None
+    limit: int | None = None  # the size cap for the decoded body
 
     def response(self, request: httpx.Request | None = None) -> httpx.Response:
         """The exchange as an `httpx.Response` (body already read)."""
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if self.reason:
             extensions["reason_phrase"] = self.reason.encode("ascii", "replace")
-        return decoded_response(self.status, self.headers, self.content, request, extensions)
+        return decoded_response(self.status, self.headers, self.content, request, extensions, limit=self.limit)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -217,12 +253,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 else:
                     content = await _read_capped(response, limit, status, raw_headers, request)
                 encoding = response.headers.get("Content-Encoding")
-                return Exchange(status, response.reason, raw_headers, content, encoding)
+                return Exchange(status, response.reason, raw_headers, content, encoding, limit)
         except (TimeoutError, aiohttp.ClientError) as exc:
             mapped = _map_error(exc, request)
-            if isinstance(exc, aiohttp.ClientResponseError):  # it holds the request's headers (the token)
-                raise mapped from None
-            raise mapped from exc
+            if not isinstance(exc, aiohttp.ClientResponseError):
+                raise mapped from exc
+        # aiohttp's ClientResponseError holds the request's headers (the token): raised out here, the
+        # mapped error carries neither it as a cause nor as a context
+        raise mapped
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         exchange = await self.exchange(

@@ -99,14 +99,15 @@ def partial_result(error: BaseException) -> BatchResult[Any] | None:
 
 def _attach_partial(error: Exception, result: BatchResult[Any]) -> None:
     """Put `result` on `error` (`error.partial_result`) with a note saying so (replacing an earlier one)."""
-    with contextlib.suppress(AttributeError):  # an exception type without a __dict__ carries the note only
+    with contextlib.suppress(Exception):  # an exception type refusing attributes carries the note only
         setattr(error, "partial_result", result)  # noqa: B010
     note = f"gradient_async: {len(result.items)} batch items had finished (gradient_async.batch.partial_result(error))"
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, list) and notes and str(notes[-1]).startswith("gradient_async: "):
         notes[-1] = note
     else:
-        error.add_note(note)
+        with contextlib.suppress(Exception):  # an odd __notes__: the error itself matters more than the note
+            error.add_note(note)
 
 
 def batch_policy(client: AsyncGradient, retry: RetryPolicy | None) -> RetryPolicy:

@@ -40,12 +40,16 @@ concurrent completions over 8 rank-8 adapters mixed: 75 tok/s at 8, 42 at 16). P
 
 
 def cli_flag(args: Sequence[str], flag: str) -> str | None:
-    """The value `args` give `flag` (`--flag=V` or `--flag V`; the last one wins), or None."""
+    """The value `args` give `flag` (`--flag=V` or `--flag V`, with `-` or `_` between words as vLLM
+    accepts; the last one wins), or None."""
     value: str | None = None
     for i, arg in enumerate(args):
-        if arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-        elif arg == flag and i + 1 < len(args):
+        name, eq, given = arg.partition("=")
+        if name.replace("_", "-") != flag:
+            continue
+        if eq:
+            value = given
+        elif i + 1 < len(args):
             value = args[i + 1]
     return value
 

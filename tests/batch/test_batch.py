@@ -581,3 +581,23 @@ def test_a_batch_stopped_by_an_error_keeps_what_had_finished(server: FakeServer)
             assert partial_result(ValueError("not from a batch")) is None
 
     anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+
+
+async def test_an_error_that_refuses_attributes_reaches_the_caller_unchanged(
+    make_client: Callable[..., AsyncGradient],
+) -> None:
+    """partial_result is best effort: the caller's own error type is never replaced by ours."""
+    from gradient_async.batch import partial_result
+
+    class Stubborn(Exception):
+        def __setattr__(self, name: str, value: object) -> None:
+            raise TypeError("no attributes here")
+
+    async def prompts() -> AsyncIterator[str]:
+        yield "a"
+        raise Stubborn("source bug")
+
+    async with make_client() as client:
+        with pytest.raises(Stubborn, match="source bug") as caught:
+            await client.completions.batch(MODEL, prompts())
+    assert partial_result(caught.value) is None

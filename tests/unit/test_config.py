@@ -61,9 +61,17 @@ def test_timeout_forms() -> None:
     assert to_httpx_timeout(custom) is custom
 
 
-@pytest.mark.parametrize("kwargs", [{"max_concurrency": 0}, {"base_url": "ftp://x"}])
-def test_bad_settings_rejected(kwargs: dict[str, object]) -> None:
-    with pytest.raises(InputValidationError):
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"base_url": "ftp://x"}, "http:// or https://"),
+        ({"base_url": "http://x/api\n"}, r"base_url \(or GRADIENT_API_URL\) is not a valid URL"),
+        ({"base_url": "http:///api"}, "names no host"),
+    ],
+)
+def test_bad_settings_rejected(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InputValidationError, match=match):
         AsyncGradient(access_token="t", workspace_id="w", **kwargs)  # type: ignore[arg-type]
 
 

@@ -226,3 +226,16 @@ def test_credentials_that_cannot_be_sent_fail_at_construction(kwargs: dict[str, 
     with pytest.raises(ValidationError, match=match) as caught:
         AsyncGradient(base_url=BASE, **settings)
     assert "SECRET" not in str(caught.value)
+
+
+async def test_default_headers_replace_case_insensitively(api: FakeAPI) -> None:
+    """A default header named in another case replaces the client's own (one header, not two)."""
+    client = AsyncGradient(
+        access_token="t", workspace_id="w", base_url=BASE, transport=api.transport(), default_headers={"x-team": "a"}
+    )
+    async with client:
+        copy = client.with_options(default_headers={"X-Team": "b", "user-agent": "mine/1.0"})
+        await copy.models.list()
+    sent = api.requests[-1].headers
+    assert sent.get_list("x-team") == ["b"] and sent.get_list("user-agent") == ["mine/1.0"]
+    assert sent.get_list("authorization") == ["Bearer t"]

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.path in ("/api/bomb-gzip", "/api/bomb-deflate"):
+            zeros = b"0" * 5_000_000
+            data = gzip.compress(zeros) if self.path.endswith("gzip") else zlib.compress(zeros)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", self.path.rsplit("-", 1)[1])
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -434,9 +444,9 @@ async def test_a_malformed_answer_is_a_protocol_error_that_never_shows_the_token
             await client.request(RequestOptions("GET", "/garbage"), None)
     chain: list[BaseException] = []
     error: BaseException | None = caught.value
-    while error is not None:  # what a traceback prints: causes, and contexts not suppressed
+    while error is not None:  # every cause and context, printed or not
         chain.append(error)
-        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        error = error.__cause__ or error.__context__
     assert "400, message" not in str(caught.value)
     assert all("tok" not in repr(e) and "tok" not in str(e) for e in chain), [repr(e) for e in chain]
 
@@ -446,3 +456,35 @@ async def test_a_timeout_names_the_limit_that_fired(server: tuple[str, ServerSta
     async with _client(url, tracing=False, max_retries=0, timeout=0.5) as client:
         with pytest.raises(APITimeoutError, match=r"no complete response within 0\.5 s"):
             await client.request(RequestOptions("GET", "/trickle"), None)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_decompression_bomb_is_capped_by_its_decoded_size(server: tuple[str, ServerState], coding: str) -> None:
+    """max_response_bytes bounds the decoded body: 5 MB of zeros in a few KB of gzip is refused at 1 MB."""
+    url, _ = server
+    async with _client(url, tracing=False, max_retries=0, max_response_bytes=1_000_000) as client:
+        with pytest.raises(APIResponseValidationError, match="larger than max_response_bytes"):
+            await client.request(RequestOptions("GET", f"/bomb-{coding}"), lambda data: data)
+
+
+def test_a_decompression_bomb_is_capped_on_httpx_transports_too() -> None:
+    bomb = gzip.compress(b"0" * 5_000_000)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(bomb))
+
+    async def main() -> None:
+        client = AsyncGradient(
+            access_token="t",
+            workspace_id="w",
+            base_url="http://x/api",
+            transport=httpx.MockTransport(handler),
+            max_retries=0,
+            max_response_bytes=1_000_000,
+        )
+        async with client:
+            with pytest.raises(APIResponseValidationError, match="larger than max_response_bytes"):
+                await client.models.list()
+
+    trio.run(main)

@@ -286,6 +286,9 @@ def test_max_lora_rank_is_small_by_default_and_the_callers_flag_wins(tmp_path: P
     wide = make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max-lora-rank=64",))
     assert wide.child is not None and wide.max_lora_rank == 64
     assert [a for a in wide.child.command() if a.startswith("--max-lora-rank")] == ["--max-lora-rank=64"]
+    underscored = make_engine(tmp_path, python, tokenizer_dir, extra_args=("--max_lora_rank", "16"))
+    assert underscored.child is not None and underscored.max_lora_rank == 16  # vLLM's argparse takes both
+    assert "--max-lora-rank" not in underscored.child.command()
 
     remote = VllmEngine(tmp_path / "r", trainer=FakeTrainer(tmp_path / "t"), model=MODEL, url="http://127.0.0.1:9")
     assert remote.max_lora_rank is None  # the running server's own setting decides
