@@ -171,6 +171,8 @@ class BatchStream(Generic[T]):
                 async for item in gen:
                     items.append(item)
         except Exception as exc:  # not cancellation: the caller stopped the batch and wants nothing back
+            if self._runner.stopped_by is not None:  # fail_fast: the failed item is a finished one too
+                items.append(self._runner.stopped_by)
             items.sort(key=lambda item: item.index)
             _attach_partial(exc, BatchResult(items, self.stats))
             raise
@@ -270,23 +272,30 @@ async def complete_batch(
 
 
 async def _chunks(
-    texts: Iterable[str] | AsyncIterable[str], size: int, rejected: list[BatchItem[list[float]]]
+    texts: Iterable[str] | AsyncIterable[str],
+    size: int,
+    rejected: list[BatchItem[list[float]]],
+    fail_fast: bool = False,
 ) -> AsyncIterator[list[tuple[int, str]]]:
     """Valid texts in chunks of `size`, each with its input index; an invalid text becomes its own
-    failed item in `rejected` (naming its index) instead of failing the chunk it would have joined."""
+    failed item in `rejected` (naming its index) instead of failing the chunk it would have joined,
+    or, with `fail_fast`, stops the batch with its error."""
     chunk: list[tuple[int, str]] = []
     index = 0
-    async for text in aiter_any(texts):
-        try:
-            validate_input(EmbedInput, f"text {index}", {"input": text})
-        except ValidationError as err:
-            rejected.append(batch_item(index, text, error=err))
-        else:
-            chunk.append((index, text))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        index += 1
+    async with aclosing(aiter_any(texts)) as source:  # closed here too when a text stops the batch
+        async for text in source:
+            try:
+                validate_input(EmbedInput, f"text {index}", {"input": text})
+            except ValidationError as err:
+                rejected.append(batch_item(index, text, error=err))
+                if fail_fast:
+                    raise
+            else:
+                chunk.append((index, text))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+            index += 1
     if chunk:
         yield chunk
 
@@ -335,7 +344,7 @@ async def embed_batch(
         client, opts, call, total, ("embeddings", slug)
     )
     items: list[BatchItem[list[float]]] = []
-    stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items), make_job))
+    stream = BatchStream(runner, lambda: runner.iterate(_chunks(texts, chunk_size, items, opts.fail_fast), make_job))
     try:
         chunks = await stream.collect()
     except Exception as exc:  # the items that had finished ride on the error: per text, as a result would be

@@ -126,6 +126,7 @@ class BatchRunner(Generic[P, T]):
         self._max_concurrency = max_concurrency
         self._slots: anyio.CapacityLimiter | None = None  # built inside the event loop
         self._pulling = 0  # workers that take jobs (one waiting before a retry has handed its place on)
+        self.stopped_by: BatchItem[T] | None = None  # the item whose error stopped a fail_fast batch
         self._idle = 0  # workers waiting for a job
         self._rpm = RateLimiter(requests_per_minute, clock=clock, sleep=retry.sleep) if requests_per_minute else None
         self._tpm = RateLimiter(tokens_per_minute, clock=clock, sleep=retry.sleep) if tokens_per_minute else None
@@ -173,6 +174,7 @@ class BatchRunner(Generic[P, T]):
                             self._count(message, start)
                             if message.error is not None and self._fail_fast:
                                 fatal = message.error
+                                self.stopped_by = message  # finished too: a partial result includes it
                                 break
                             yield message
                 finally:

@@ -557,7 +557,14 @@ def test_a_batch_stopped_by_an_error_keeps_what_had_finished(server: FakeServer)
 
             with pytest.raises(BadRequestError) as failed:
                 await client.completions.batch(MODEL, ["a", "b !status:400"], fail_fast=True, max_concurrency=1)
-            assert [item.index for item in partial_result(failed.value) or []] == [0]
+            stopped = partial_result(failed.value)
+            assert stopped is not None and [item.ok for item in stopped] == [True, False]  # the failed item too
+            assert stopped.items[1].error is failed.value
+
+            with pytest.raises(InputValidationError, match="text 1") as rejected:
+                await client.embeddings.batch("bge-large", ["ok", "", "never sent"], fail_fast=True)
+            kept = partial_result(rejected.value)
+            assert kept is not None and [(item.index, item.ok) for item in kept] == [(1, False)]
 
             hooked = client.with_options(hooks=Hooks(on_retry=[broken_hook]))
             with pytest.raises(RuntimeError, match="hook bug") as hook_error:
