@@ -206,7 +206,12 @@ class _Call:
         """The call as an `httpx.Request` (built on first use; hooks may change its headers)."""
         if self._request is None:
             self._request = httpx.Request(
-                self.method, self.url, headers=self.headers, content=self.content, extensions=self.extensions
+                self.method,
+                self.url,
+                headers=self.headers,
+                content=self.content,
+                # its own timeout mapping: a hook changing it must not change the client's default
+                extensions={**self.extensions, "timeout": dict(self.extensions["timeout"])},
             )
         return self._request
 

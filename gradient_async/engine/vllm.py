@@ -494,6 +494,12 @@ class VllmEngine:
             return  # a vLLM we reconnected to (--vllm-url) still has it
         if response.status_code != 200:
             message = error_message(_json(response), response.text[:300])
+            if "max_lora_rank" in message:  # the adapter itself cannot be served: not worth a retry
+                raise EngineError(
+                    f"vLLM cannot serve the adapter {name}: {message} Retrain it with a smaller rank, or start "
+                    "vLLM with a larger --max-lora-rank (here: --vllm-arg=--max-lora-rank=N)",
+                    status_code=422,
+                )
             raise EngineError(
                 f"vLLM could not load the adapter {name} from {path}: {message}", type="engineError", status_code=502
             )

@@ -488,3 +488,20 @@ def test_a_decompression_bomb_is_capped_on_httpx_transports_too() -> None:
                 await client.models.list()
 
     trio.run(main)
+
+
+async def test_a_hook_changing_one_calls_timeout_leaves_the_clients_alone(server: tuple[str, ServerState]) -> None:
+    from gradient_async import Hooks, RequestEvent
+
+    url, _ = server
+    hurried: list[bool] = []
+
+    def hurry_first(event: RequestEvent) -> None:
+        if not hurried:
+            hurried.append(True)
+            event.request.extensions["timeout"]["read"] = 0.05  # this call only
+
+    async with _client(url, max_retries=0, hooks=Hooks(on_request=[hurry_first])) as client:
+        with pytest.raises(APITimeoutError):
+            await client.request(RequestOptions("GET", "/slow"), None)
+        await client.request(RequestOptions("GET", "/slow"), None)  # the client's own timeout again

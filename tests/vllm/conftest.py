@@ -108,7 +108,7 @@ class FakeTrainer:
         self.adapters[adapter.adapter_id] = n
         folder = self.root / adapter.adapter_id
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "round": n}))
+        (folder / "adapter_config.json").write_text(json.dumps({"r": adapter.rank or 8, "round": n}))
         (folder / "adapter_model.safetensors").write_bytes(os.urandom(16))
         return FineTuneOutcome(trainable_tokens=len(samples), sum_loss=1.0 / n)
 

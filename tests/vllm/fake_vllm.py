@@ -23,6 +23,7 @@ def arg(name: str, default: str = "") -> str:
 
 
 SERVED = arg("--served-model-name", "model")
+MAX_LORA_RANK = int(arg("--max-lora-rank", "16"))
 LORAS: dict[str, str] = {}
 LOG: list[dict[str, object]] = []
 LOCK = threading.Lock()
@@ -64,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
                     return self._error(400, f"The lora adapter '{name}' has already been loaded.")
                 if not (Path(path) / "adapter_config.json").is_file():
                     return self._error(404, f"Loading lora {name} failed: No adapter found for {path}")
+                rank = json.loads((Path(path) / "adapter_config.json").read_text()).get("r", 8)
+                if rank > MAX_LORA_RANK:  # vLLM's own words
+                    return self._error(400, f"LoRA rank {rank} is greater than max_lora_rank {MAX_LORA_RANK}.")
                 LORAS[name] = path
                 return self._send(200, f"Success: LoRA adapter '{name}' added successfully.")
             if self.path == "/v1/unload_lora_adapter":

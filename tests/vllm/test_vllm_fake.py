@@ -324,3 +324,19 @@ async def test_the_server_answers_422_for_a_rank_over_the_limit(tmp_path: Path, 
             await base.create_adapter(name="wide", rank=32)
         assert await client.models.list(only_base=False) == await client.models.list(only_base=True)  # none made
     await app.state.gradient.aclose()
+
+
+async def test_an_adapter_vllm_cannot_serve_is_a_422_not_a_retryable_502(
+    tmp_path: Path, fake_vllm_python: Path, tokenizer_dir: Path
+) -> None:
+    """An adapter made elsewhere (another engine, another gateway) with a rank above the child's
+    --max-lora-rank: vLLM refuses to load it, and that is the caller's to fix, not a transient error."""
+    engine = make_engine(tmp_path, fake_vllm_python, tokenizer_dir)
+    engine.max_lora_rank = None  # as under --vllm-url: the gateway does not check ranks itself
+    try:
+        await engine.create_adapter(AdapterSpec("wide", MODEL.slug, rank=32))
+        with pytest.raises(EngineError, match=r"rank 32 is greater than max_lora_rank 8.*--max-lora-rank") as info:
+            await engine.fine_tune(AdapterSpec("wide", MODEL.slug, rank=32), SAMPLE)
+        assert info.value.status_code == 422
+    finally:
+        await engine.aclose()
