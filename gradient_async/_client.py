@@ -66,7 +66,7 @@ from gradient_async._transport import (
     AutoTransport,
     Exchange,
     ResponseTooLarge,
-    UndecodableBody,
+    UnusableBody,
     decoded_response,
     str_pairs,
 )
@@ -225,27 +225,19 @@ class _Answer:
 
     __slots__ = ("_call", "_response", "content", "raw_headers", "status_code")
 
-    def __init__(self, call: _Call, status_code: int, raw_headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+    def __init__(self, call: _Call, source: httpx.Response | Exchange) -> None:
         self._call = call
-        self._response: httpx.Response | Exchange | None = None
-        self.status_code = status_code
-        self.raw_headers = raw_headers
-        self.content = content
+        self._response = source  # an Exchange becomes an httpx.Response when something asks for one
+        if isinstance(source, Exchange):
+            self.status_code, self.raw_headers, self.content = source.status, source.headers, source.content
+        else:
+            self.status_code, self.raw_headers, self.content = source.status_code, source.headers.raw, source.content
 
     @classmethod
     def of_exchange(cls, call: _Call, exchange: Exchange) -> _Answer:
-        coding = exchange.content_encoding
-        if coding is not None and coding.strip().lower() not in ("", "identity"):
-            return cls.of_response(call, exchange.response(call.request))  # httpx decodes gzip, br, ...
-        answer = cls(call, exchange.status, exchange.headers, exchange.content)
-        answer._response = exchange
-        return answer
-
-    @classmethod
-    def of_response(cls, call: _Call, response: httpx.Response) -> _Answer:
-        answer = cls(call, response.status_code, response.headers.raw, response.content)
-        answer._response = response
-        return answer
+        if exchange.content_encoding:  # httpx decodes gzip, br, ... (within the size limit)
+            return cls(call, exchange.response(call.request))
+        return cls(call, exchange)
 
     @property
     def is_success(self) -> bool:
@@ -253,13 +245,10 @@ class _Answer:
 
     @property
     def response(self) -> httpx.Response:
-        response = self._response
-        if isinstance(response, httpx.Response):
-            return response
-        if isinstance(response, Exchange):
-            response = self._response = response.response(self._call.request)
-            return response
-        raise RuntimeError("an _Answer is made by of_exchange or of_response")
+        source = self._response
+        if isinstance(source, Exchange):
+            source = self._response = source.response(self._call.request)
+        return source
 
     @property
     def request_id(self) -> str | None:
@@ -368,7 +357,7 @@ class _Pool:
             )
             return _Answer.of_exchange(call, exchange)
         # observed (hooks and spans may have changed the request: it is sent as it stands), or not ours
-        return _Answer.of_response(call, await self._send_httpx(call.request))
+        return _Answer(call, await self._send_httpx(call.request))
 
     async def _send_httpx(self, request: httpx.Request) -> httpx.Response:
         transport = self.transport
@@ -938,20 +927,10 @@ class AsyncGradient:
                 f"{call.describe()} timed out: no complete response within {timeouts.attempt} s",
                 request=call.request,
             ) from exc
-        except UndecodableBody as exc:
+        except UnusableBody as exc:  # too large, or undecodable
             exc.response.request = call.request
             raise APIResponseValidationError(
-                f"the response of {call.describe()} cannot be decoded ({exc.reason}); its Content-Encoding "
-                f"is {exc.response.headers.get('content-encoding')!r}",
-                response=exc.response,
-                body=None,
-            ) from None
-        except ResponseTooLarge as exc:
-            exc.response.request = call.request
-            raise APIResponseValidationError(
-                f"the response of {call.describe()} is larger than max_response_bytes ({exc.size} > {exc.limit} bytes)",
-                response=exc.response,
-                body=None,
+                f"the response of {call.describe()} {exc.problem}", response=exc.response, body=None
             ) from None
         except httpx.TransportError as exc:
             exc.request = call.request  # the hot path raised it without one

@@ -31,31 +31,47 @@ __all__ = [
     "Exchange",
     "ResponseTooLarge",
     "UndecodableBody",
+    "UnusableBody",
+    "content_coding",
     "decoded_response",
     "str_pairs",
 ]
 
 
-class ResponseTooLarge(Exception):
+class UnusableBody(Exception):
+    """A response whose body the client will not use. `response` has the status and headers, not the
+    body (and no request on the hot path: the client sets it); `problem` says what is wrong, as in
+    "the response of GET ... {problem}". The client turns it into APIResponseValidationError."""
+
+    def __init__(self, response: httpx.Response, problem: str) -> None:
+        super().__init__(f"the response body {problem}")
+        self.response = response
+        self.problem = problem
+
+
+class ResponseTooLarge(UnusableBody):
     """A response body over the size limit (`exchange(limit=...)`, or `request.extensions["max_response_bytes"]`);
-    raised before reading it whole. `response` has the status and headers, not the body (and no request
-    on the hot path: the client sets it). The client turns it into APIResponseValidationError."""
+    raised before reading it whole."""
 
     def __init__(self, response: httpx.Response, size: int, limit: int) -> None:
-        super().__init__(f"response body of at least {size} bytes exceeds the {limit}-byte limit")
-        self.response = response
+        super().__init__(response, f"is larger than max_response_bytes ({size} > {limit} bytes)")
         self.size = size
         self.limit = limit
 
 
-class UndecodableBody(Exception):
-    """A body whose `Content-Encoding` cannot be decoded (bad gzip, an unknown coding). `response` has
-    the status and headers, not the body. The client turns it into APIResponseValidationError."""
+class UndecodableBody(UnusableBody):
+    """A body whose `Content-Encoding` cannot be decoded (bad gzip, an unknown coding)."""
 
     def __init__(self, response: httpx.Response, reason: str) -> None:
-        super().__init__(f"the response body cannot be decoded: {reason}")
-        self.response = response
+        coding = response.headers.get("content-encoding")
+        super().__init__(response, f"cannot be decoded ({reason}); its Content-Encoding is {coding!r}")
         self.reason = reason
+
+
+def content_coding(header: str | None) -> str:
+    """A `Content-Encoding` value normalized: lower case, "" for none or identity."""
+    coding = (header or "").strip().lower()
+    return "" if coding == "identity" else coding
 
 
 def decoded_response(
@@ -70,7 +86,7 @@ def decoded_response(
     """`httpx.Response` with its body read (and decoded: httpx applies the `Content-Encoding`);
     UndecodableBody when it cannot be decoded, ResponseTooLarge when it decodes to more than `limit`
     bytes (gzip and deflate are measured before they are inflated whole: no decompression bomb)."""
-    coding = next((v.strip().lower() for k, v in headers if k.lower() == b"content-encoding"), b"").decode("latin-1")
+    coding = content_coding(next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-encoding"), None))
     if limit is not None and coding in _ZLIB_CODINGS:
         inflated = _inflated_size(content, coding, limit)
         if inflated > limit:
@@ -149,8 +165,9 @@ def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.Trans
 @dataclass(slots=True)
 class Exchange:
     """One finished HTTP/1.1 exchange as aiohttp delivers it: status, raw header pairs, whole body
-    (still encoded when `content_encoding` names a coding). The client builds httpx objects from it
-    only when something needs them (`response()`, which also decodes the body).
+    (still encoded when `content_encoding`, normalized by `content_coding`, names a coding). The
+    client builds httpx objects from it only when something needs them (`response()`, which also
+    decodes the body).
 
     Example::
 
@@ -162,7 +179,7 @@ class Exchange:
     reason: str | None
     headers: list[tuple[bytes, bytes]]
     content: bytes
-    content_encoding: str | None = None
+    content_encoding: str = ""
     limit: int | None = None  # the size cap for the decoded body
 
     def response(self, request: httpx.Request | None = None) -> httpx.Response:
@@ -252,8 +269,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     content = await response.read()
                 else:
                     content = await _read_capped(response, limit, status, raw_headers, request)
-                encoding = response.headers.get("Content-Encoding")
-                return Exchange(status, response.reason, raw_headers, content, encoding, limit)
+                coding = content_coding(response.headers.get("Content-Encoding"))
+                return Exchange(status, response.reason, raw_headers, content, coding, limit)
         except (TimeoutError, aiohttp.ClientError) as exc:
             mapped = _map_error(exc, request)
             if not isinstance(exc, aiohttp.ClientResponseError):
