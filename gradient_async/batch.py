@@ -348,8 +348,8 @@ async def embed_batch(
     try:
         chunks = await stream.collect()
     except Exception as exc:  # the items that had finished ride on the error: per text, as a result would be
-        partial = getattr(exc, "partial_result", None)
-        if isinstance(partial, BatchResult):
+        partial = partial_result(exc)
+        if partial is not None:
             _attach_partial(exc, _per_text(partial.items, items, runner.stats))
         raise
     return _per_text(chunks.items, items, runner.stats)

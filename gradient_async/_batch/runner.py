@@ -146,7 +146,6 @@ class BatchRunner(Generic[P, T]):
         send, recv = anyio.create_memory_object_stream[BatchItem[T] | _Fatal](self._held + 1)
         held = anyio.Semaphore(self._held)
         jobs = anyio.create_memory_object_stream[tuple[Job[P], float]](self._max_concurrency)
-        self._pulling = self._idle = 0
         self._context = contextvars.copy_context()  # what every worker starts from (not a waiting item's)
         fatal: BaseException | None = None
         try:
