@@ -47,6 +47,14 @@ def http_date(seconds_from_now: float) -> str:
     return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
 
 
+def handler_client(handler: Callable[[httpx.Request], Any], **kwargs: Any) -> AsyncGradient:
+    """A client whose requests `handler` answers (`httpx.MockTransport`), for tests that script the
+    server themselves or run on trio's fake clock (the `make_client` fixture fakes sleeps instead)."""
+    return AsyncGradient(
+        access_token="t", workspace_id="w", base_url=BASE_URL, transport=httpx.MockTransport(handler), **kwargs
+    )
+
+
 @pytest.fixture
 def server() -> FakeGradientAPI:
     return FakeGradientAPI()

@@ -23,7 +23,7 @@ from gradient_async import (
 from gradient_async.batch import BatchFailed, BatchItem, BatchOk
 from gradient_async.types import Completion
 
-from .conftest import MODEL, FakeServer, FakeSleep, http_date
+from .conftest import MODEL, FakeServer, FakeSleep, handler_client, http_date
 
 pytestmark = pytest.mark.anyio
 
@@ -80,11 +80,8 @@ def test_429_storm_pauses_client_wide_and_finishes(
         await anyio.sleep(seconds)
 
     async def main() -> None:
-        client = AsyncGradient(
-            access_token="t",
-            workspace_id="w",
-            base_url="http://gradient.test/api",
-            transport=httpx.MockTransport(recording_handler),
+        client = handler_client(
+            recording_handler,
             max_concurrency=16,
             retry=RetryPolicy(sleep=recording_sleep),
         )
@@ -269,12 +266,7 @@ def test_rate_limits_space_requests(server: FakeServer) -> None:
         return await handler(request)
 
     async def main() -> None:
-        client = AsyncGradient(
-            access_token="t",
-            workspace_id="w",
-            base_url="http://gradient.test/api",
-            transport=httpx.MockTransport(recording_handler),
-        )
+        client = handler_client(recording_handler)
         async with client:
             result = await client.completions.batch(
                 MODEL, ["x" * 40] * 5, requests_per_minute=600, tokens_per_minute=60_000, max_generated_token_count=10
@@ -380,12 +372,7 @@ def test_a_burst_after_a_quiet_spell_runs_concurrently(server: FakeServer) -> No
             yield f"burst{i}"
 
     async def main() -> None:
-        client = AsyncGradient(
-            access_token="t",
-            workspace_id="w",
-            base_url="http://gradient.test/api",
-            transport=httpx.MockTransport(server.handler),
-        )
+        client = handler_client(server.handler)
         async with client, client.completions.stream_batch(MODEL, source(), max_concurrency=8) as stream:
             async for item in stream:
                 if item.index == 0:
@@ -403,11 +390,8 @@ def test_the_deadline_counts_an_items_wait_for_a_worker(server: FakeServer) -> N
     outcomes: list[str] = []
 
     async def main() -> None:
-        client = AsyncGradient(
-            access_token="t",
-            workspace_id="w",
-            base_url="http://gradient.test/api",
-            transport=httpx.MockTransport(server.handler),
+        client = handler_client(
+            server.handler,
             retry=RetryPolicy(deadline=0.5),
         )
         async with client:
@@ -461,9 +445,7 @@ async def test_an_undecodable_answer_fails_its_item_only(server: FakeServer) -> 
             return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"not gzip"))
         return await server.handler(request)
 
-    client = AsyncGradient(
-        access_token="t", workspace_id="w", base_url="http://gradient.test/api", transport=httpx.MockTransport(handler)
-    )
+    client = handler_client(handler)
     async with client:
         result = await client.completions.batch(MODEL, ["a", "broken", "c"])
     assert [item.ok for item in result.items] == [True, False, True]
@@ -503,13 +485,7 @@ def test_scattered_429s_slow_the_adaptive_client_but_not_rate_control_none(serve
         elapsed: list[float] = []
 
         async def main() -> None:
-            client = AsyncGradient(
-                access_token="t",
-                workspace_id="w",
-                base_url="http://gradient.test/api",
-                transport=httpx.MockTransport(handler),
-                **kwargs,
-            )
+            client = handler_client(handler, **kwargs)
             async with client:
                 start = anyio.current_time()
                 result = await client.completions.batch(MODEL, [f"p{i}" for i in range(120)], max_concurrency=6)
@@ -541,12 +517,7 @@ def test_a_batch_stopped_by_an_error_keeps_what_had_finished(server: FakeServer)
         raise RuntimeError("hook bug")
 
     async def main() -> None:
-        client = AsyncGradient(
-            access_token="t",
-            workspace_id="w",
-            base_url="http://gradient.test/api",
-            transport=httpx.MockTransport(server.handler),
-        )
+        client = handler_client(server.handler)
         async with client:
             with pytest.raises(KeyError) as caught:
                 await client.completions.batch(MODEL, prompts())
